@@ -1,0 +1,62 @@
+# CloudMart: the two commands that matter are `make run` and `make test`.
+# `make help` lists everything.
+
+CARGO ?= cargo
+CLI := $(CARGO) run --quiet -p cloudmart-cli --bin cloudmart --
+CLUSTER ?= brokenprod
+IMAGES := gateway api-service auth-service order-service database-service notification-service cloudmart
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint manifests bench smoke infra-up images k3d-up import break fix reset compose-up compose-down doctor
+
+help: ## List the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
+
+run: ## Build and start all six services with embedded defaults (gateway on :8080)
+	$(CLI) up
+
+test: lint manifests ## fmt check, clippy -D warnings, manifest checks, every test against real servers
+	scripts/test.sh
+
+lint: ## cargo fmt --check and clippy with -D warnings
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+manifests: ## Render and schema-check k8s/, k8s-broken/, observability; parse compose; shellcheck
+	scripts/check-manifests.sh
+
+bench: ## Release build; idle RSS, then throughput and p50/p99 at 200 orders/s
+	scripts/bench.sh
+
+smoke: ## Place 20 orders through the gateway (CLOUDMART_URL, default :8080)
+	$(CLI) smoke
+
+doctor: ## Static analysis of k8s-broken/ (DIR=... for another directory)
+	$(CLI) doctor manifests $(or $(DIR),k8s-broken)
+
+infra-up: ## Start MongoDB (nx-27017), RabbitMQ and Redis; prints the exports
+	@scripts/infra.sh up
+
+images: ## Build every image with Docker (docker build --target X -t X:latest .)
+	for t in $(IMAGES); do docker build --target $$t -t $$t:latest . || exit 1; done
+
+k3d-up: ## Create the workshop cluster (CLUSTER=brokenprod; host :8080 -> ingress)
+	scripts/k3d-up.sh $(CLUSTER)
+
+import: ## Build every image and import it into the k3d cluster
+	scripts/build-and-import.sh $(CLUSTER)
+
+break: ## Apply the incident (k8s-broken/) to the current cluster
+	kubectl apply -f k8s-broken/
+
+fix: ## Apply the healthy manifests and restart pods so ConfigMap changes take effect
+	kubectl apply -f k8s/ && kubectl rollout restart deployment -n production
+
+reset: ## Delete the production namespace and apply k8s-broken/ again (DIR=k8s for healthy)
+	scripts/reset.sh $(DIR)
+
+compose-up: ## Everything in Docker Compose; shop on :8080 (profile load adds traffic)
+	docker compose up --build -d
+
+compose-down: ## Stop Compose and delete its volumes
+	docker compose down -v

@@ -1,0 +1,361 @@
+//! api-service: the public order API behind the gateway.
+//!
+//! `POST /api/orders` validates the request, asks auth-service who the
+//! caller is (no token means a guest), then asks order-service to create
+//! the order. Reads go straight to order-service. Each step is a separate
+//! downstream with its own name, so an error always says which hop failed.
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use cloudmart_common::client::{self, ClientConfig, Downstream};
+use cloudmart_common::config::{ConfigError, Env, EnvReader, EnvVar, port_var};
+use cloudmart_common::error::{ApiError, Json};
+use cloudmart_common::health::{Check, Health, HttpCheck};
+use cloudmart_common::metrics::MetricsBuilder;
+use cloudmart_common::model::{
+    MAX_QUANTITY, Order, OrderItem, OrderPage, PageQuery, validate_items,
+};
+use cloudmart_common::retry::{self, Backoff};
+use cloudmart_common::run::{App, Service, StartupError};
+use cloudmart_common::server::{self, Server, ServerConfig};
+use reqwest::Method;
+use serde::Deserialize;
+
+/// The binary and image name.
+pub const NAME: &str = "api-service";
+/// `PORT`.
+pub const PORT: EnvVar = port_var("3000");
+/// `AUTH_SERVICE_URL`.
+pub const AUTH_SERVICE_URL: EnvVar = EnvVar::with_default(
+    "AUTH_SERVICE_URL",
+    "http://auth-service:3000",
+    "an http:// URL such as http://auth-service:3000",
+    "Base URL of auth-service",
+);
+/// `ORDER_SERVICE_URL`.
+pub const ORDER_SERVICE_URL: EnvVar = EnvVar::with_default(
+    "ORDER_SERVICE_URL",
+    "http://order-service:3000",
+    "an http:// URL such as http://order-service:3000",
+    "Base URL of order-service",
+);
+
+/// Configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listener and timeouts.
+    pub server: ServerConfig,
+    /// auth-service.
+    pub auth_url: String,
+    /// order-service.
+    pub order_url: String,
+    /// Outbound timeouts.
+    pub client: ClientConfig,
+    /// Retry policy for reads (writes retry only what never reached the server).
+    pub retry: Backoff,
+}
+
+impl Config {
+    /// Reads every variable, reporting all problems at once.
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let mut r = EnvReader::new(env);
+        let server = ServerConfig::from_env(&mut r, &PORT);
+        let auth_url = r.url(&AUTH_SERVICE_URL);
+        let order_url = r.url(&ORDER_SERVICE_URL);
+        let client = ClientConfig::from_env(&mut r);
+        let retry = Backoff::from_env(&mut r);
+        r.finish()?;
+        Ok(Self {
+            server,
+            auth_url: auth_url.unwrap_or_default(),
+            order_url: order_url.unwrap_or_default(),
+            client,
+            retry: retry.unwrap_or_default(),
+        })
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    auth: Downstream,
+    order: Downstream,
+}
+
+/// One line as a client may send it; quantity is wide so that a negative
+/// number gets a precise message rather than a type error.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LineRequest {
+    item: String,
+    #[serde(default = "one")]
+    quantity: i64,
+}
+
+/// `{"item":"laptop","quantity":1}` or `{"items":[...]}`.
+#[derive(Debug, Deserialize)]
+struct OrderRequest {
+    item: Option<String>,
+    quantity: Option<i64>,
+    items: Option<Vec<LineRequest>>,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// Error enum of this service.
+#[derive(Debug)]
+enum ApiServiceError {
+    /// 422: the order is not acceptable.
+    Invalid(String),
+    /// A downstream failed or refused; carries its mapped error.
+    Downstream(ApiError),
+}
+
+impl From<ApiError> for ApiServiceError {
+    fn from(e: ApiError) -> Self {
+        Self::Downstream(e)
+    }
+}
+
+impl IntoResponse for ApiServiceError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Invalid(m) => ApiError::validation(m).into_response(),
+            Self::Downstream(e) => e.into_response(),
+        }
+    }
+}
+
+fn quantity(q: i64, at: &str) -> Result<u32, ApiServiceError> {
+    u32::try_from(q)
+        .ok()
+        .filter(|q| (1..=MAX_QUANTITY).contains(q))
+        .ok_or_else(|| {
+            ApiServiceError::Invalid(format!(
+                "{at}quantity must be from 1 to {MAX_QUANTITY}, got {q}"
+            ))
+        })
+}
+
+fn lines(req: OrderRequest) -> Result<Vec<OrderItem>, ApiServiceError> {
+    let items = match (req.item, req.items) {
+        (Some(_), Some(_)) => {
+            return Err(ApiServiceError::Invalid(
+                "send either item or items, not both".to_owned(),
+            ));
+        }
+        (None, None) => {
+            return Err(ApiServiceError::Invalid(
+                r#"missing field: send {"item":"laptop","quantity":1} or {"items":[...]}"#
+                    .to_owned(),
+            ));
+        }
+        (Some(item), None) => vec![OrderItem {
+            item,
+            quantity: quantity(req.quantity.unwrap_or(1), "")?,
+        }],
+        (None, Some(list)) => {
+            if req.quantity.is_some() {
+                return Err(ApiServiceError::Invalid(
+                    "quantity belongs inside each of items".to_owned(),
+                ));
+            }
+            list.into_iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    Ok(OrderItem {
+                        item: l.item,
+                        quantity: quantity(l.quantity, &format!("items[{i}]."))?,
+                    })
+                })
+                .collect::<Result<Vec<_>, ApiServiceError>>()?
+        }
+    };
+    validate_items(&items).map_err(ApiServiceError::Invalid)?;
+    Ok(items)
+}
+
+#[derive(Debug, Deserialize)]
+struct Identity {
+    subject: String,
+}
+
+async fn create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<OrderRequest>,
+) -> Result<Response, ApiServiceError> {
+    let items = lines(req)?;
+    let authorization = headers.get(header::AUTHORIZATION).cloned();
+    let (_, who): (_, Identity) = s
+        .auth
+        .call(
+            Method::POST,
+            "/auth/validate",
+            true,
+            |r| match &authorization {
+                Some(v) => r.header(header::AUTHORIZATION, v.clone()),
+                None => r,
+            },
+        )
+        .await?;
+    let key = headers.get("idempotency-key").cloned();
+    let body = serde_json::json!({"items": items, "customer": who.subject});
+    let (status, order): (_, Order) = s
+        .order
+        .call(Method::POST, "/orders", false, |r| {
+            let r = r.json(&body);
+            match &key {
+                Some(k) => r.header("idempotency-key", k.clone()),
+                None => r,
+            }
+        })
+        .await?;
+    tracing::info!(order_id = %order.id, customer = %order.customer, "order {} placed by {}", order.id, order.customer);
+    let mut response = (status, Json(order)).into_response();
+    if status == StatusCode::OK {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+async fn get_one(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Order>, ApiServiceError> {
+    if id.is_empty() || id.len() > 100 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(ApiError::not_found(format!("no order with id {id}")).into());
+    }
+    let (_, order) = s
+        .order
+        .call(Method::GET, &format!("/orders/{id}"), true, |r| r)
+        .await?;
+    Ok(Json(order))
+}
+
+async fn list(
+    State(s): State<AppState>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<OrderPage>, ApiServiceError> {
+    let path = q.forward("/orders").map_err(ApiServiceError::Invalid)?;
+    let (_, page) = s.order.call(Method::GET, &path, true, |r| r).await?;
+    Ok(Json(page))
+}
+
+/// The service, as `cloudmart_common::run` builds and runs it.
+pub struct Application;
+
+impl Service for Application {
+    const NAME: &'static str = NAME;
+    const PORT: EnvVar = PORT;
+    type Config = Config;
+
+    fn service_env_vars() -> Vec<EnvVar> {
+        let mut v = vec![PORT, AUTH_SERVICE_URL, ORDER_SERVICE_URL];
+        v.extend_from_slice(retry::ENV);
+        v.extend_from_slice(client::ENV);
+        v
+    }
+
+    fn config(env: &dyn Env) -> Result<Config, ConfigError> {
+        Config::from_env(env)
+    }
+
+    async fn build(config: Config) -> Result<App, StartupError> {
+        let metrics = MetricsBuilder::new().build();
+        let http = config.client.build();
+        let state = AppState {
+            auth: Downstream::new(
+                "auth-service",
+                &config.auth_url,
+                http.clone(),
+                config.retry,
+                metrics.client(),
+            ),
+            order: Downstream::new(
+                "order-service",
+                &config.order_url,
+                http.clone(),
+                config.retry,
+                metrics.client(),
+            ),
+        };
+        let routes = Router::new()
+            .route("/api/orders", get(list).post(create))
+            .route("/api/orders/{id}", get(get_one))
+            .with_state(state);
+        let checks: Vec<Box<dyn Check>> = vec![
+            Box::new(HttpCheck::new(
+                "auth-service",
+                &config.auth_url,
+                http.clone(),
+            )),
+            Box::new(HttpCheck::new("order-service", &config.order_url, http)),
+        ];
+        let health = Health::new(NAME, checks, metrics.clone());
+        let router = server::standard(NAME, routes, health, metrics, &config.server);
+        Ok(App::new(Server::bind(&config.server, router).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Vec<OrderItem>, String> {
+        let req: OrderRequest = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        lines(req).map_err(|e| match e {
+            ApiServiceError::Invalid(m) => m,
+            ApiServiceError::Downstream(e) => e.message,
+        })
+    }
+
+    #[test]
+    fn both_request_shapes_are_accepted() {
+        assert_eq!(
+            parse(r#"{"item":"laptop","quantity":2}"#).unwrap()[0].quantity,
+            2
+        );
+        assert_eq!(parse(r#"{"item":"test"}"#).unwrap()[0].quantity, 1);
+        let two =
+            parse(r#"{"items":[{"item":"a","quantity":1},{"item":"b","quantity":3}]}"#).unwrap();
+        assert_eq!(two.len(), 2);
+    }
+
+    #[test]
+    fn bad_quantities_and_shapes_are_named() {
+        assert!(
+            parse(r#"{"item":"laptop","quantity":0}"#)
+                .unwrap_err()
+                .contains("got 0")
+        );
+        assert!(
+            parse(r#"{"item":"laptop","quantity":-5}"#)
+                .unwrap_err()
+                .contains("got -5")
+        );
+        assert!(
+            parse(r#"{"item":"laptop","quantity":1001}"#)
+                .unwrap_err()
+                .contains("got 1001")
+        );
+        assert!(
+            parse(r#"{"items":[{"item":"a","quantity":0}]}"#)
+                .unwrap_err()
+                .contains("items[0]")
+        );
+        assert!(parse(r#"{}"#).unwrap_err().contains("missing field"));
+        assert!(
+            parse(r#"{"item":"a","items":[]}"#)
+                .unwrap_err()
+                .contains("either")
+        );
+    }
+}

@@ -1,0 +1,6 @@
+//! `api-service`: see the library for what it does.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    cloudmart_common::run::main::<cloudmart_api::Application>().await
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: all six services in this process, on free ports,
+//! driven through the gateway the way a user would.
+
+mod auth;
+mod bad_input;
+mod helpers;
+mod orders;
+mod tracing_hops;

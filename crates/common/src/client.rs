@@ -1,0 +1,467 @@
+//! Calls to downstream services: timeouts, trace propagation, retries and
+//! error messages a trainee can grep.
+//!
+//! Every attempt is its own client span carrying `http.request.resend_count`,
+//! injects its own `traceparent`, and is counted in
+//! `http_client_requests_total`. Transport errors are described in plain
+//! words ("connection refused", "dns error", "timeout") with the downstream's
+//! name, because that is what a trainee searches the logs for.
+
+use std::error::Error as _;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use reqwest::{Method, RequestBuilder, Response};
+use tracing::Instrument;
+
+use crate::config::{EnvReader, EnvVar};
+use crate::error::ApiError;
+use crate::metrics::ClientMetrics;
+use crate::retry::{Attempt, Backoff, parse_retry_after, retry};
+
+/// `HTTP_CONNECT_TIMEOUT_MS`.
+pub const HTTP_CONNECT_TIMEOUT_MS: EnvVar = EnvVar::with_default(
+    "HTTP_CONNECT_TIMEOUT_MS",
+    "1000",
+    "milliseconds from 1 to 60000",
+    "Connect timeout for calls to other services",
+);
+/// `HTTP_TIMEOUT_MS`.
+pub const HTTP_TIMEOUT_MS: EnvVar = EnvVar::with_default(
+    "HTTP_TIMEOUT_MS",
+    "5000",
+    "milliseconds from 1 to 300000",
+    "Whole-request timeout for one call attempt to another service",
+);
+
+/// The variables [`ClientConfig::from_env`] reads.
+pub const ENV: &[EnvVar] = &[HTTP_CONNECT_TIMEOUT_MS, HTTP_TIMEOUT_MS];
+
+/// Timeouts for outbound HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout per attempt.
+    pub timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Reads `HTTP_*_TIMEOUT_MS`.
+    pub fn from_env(reader: &mut EnvReader<'_>) -> Self {
+        let d = Self::default();
+        Self {
+            connect_timeout: reader
+                .int_in(&HTTP_CONNECT_TIMEOUT_MS, 1, 60_000)
+                .map(Duration::from_millis)
+                .unwrap_or(d.connect_timeout),
+            timeout: reader
+                .int_in(&HTTP_TIMEOUT_MS, 1, 300_000)
+                .map(Duration::from_millis)
+                .unwrap_or(d.timeout),
+        }
+    }
+
+    /// A reqwest client with these timeouts.
+    pub fn build(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new())
+    }
+}
+
+/// Why a downstream call failed without an HTTP response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportError {
+    /// The downstream's name.
+    pub downstream: &'static str,
+    /// `connect_error`, `timeout` or `error`, for metrics.
+    pub kind: &'static str,
+    /// Plain words: "connection refused", "dns error: ...", "timeout".
+    pub cause: String,
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} unreachable: {}", self.downstream, self.cause)
+    }
+}
+
+impl TransportError {
+    /// 504 for timeouts, 502 otherwise, naming the downstream.
+    pub fn to_api_error(&self) -> ApiError {
+        if self.kind == "timeout" {
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!("{} did not answer in time", self.downstream),
+            )
+        } else {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                format!("{} is unreachable: {}", self.downstream, self.cause),
+            )
+        }
+    }
+}
+
+/// Describes a reqwest error in the words a trainee greps for.
+pub fn describe_error(e: &reqwest::Error) -> String {
+    let mut chain = Vec::new();
+    let mut source = e.source();
+    let mut refused = false;
+    let mut reset = false;
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
+            reset |= matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+            );
+        }
+        chain.push(s.to_string());
+        source = s.source();
+    }
+    let all = chain.join(": ");
+    if e.is_timeout() {
+        "timeout".to_owned()
+    } else if all.contains("dns error") || all.contains("failed to lookup address") {
+        let detail = chain
+            .iter()
+            .rev()
+            .find(|c| !c.is_empty())
+            .cloned()
+            .unwrap_or_default();
+        format!("dns error: {detail}")
+    } else if refused {
+        "connection refused".to_owned()
+    } else if reset {
+        "connection reset".to_owned()
+    } else if all.is_empty() {
+        e.to_string()
+    } else {
+        all
+    }
+}
+
+fn classify(downstream: &'static str, e: &reqwest::Error) -> TransportError {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect_error"
+    } else {
+        "error"
+    };
+    TransportError {
+        downstream,
+        kind,
+        cause: describe_error(e),
+    }
+}
+
+/// How a call went after retries.
+#[derive(Debug)]
+enum Failure {
+    Transport(TransportError),
+    Status(Response),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Transport(t) => t.fmt(f),
+            Self::Status(r) => write!(
+                f,
+                "{} answered {}",
+                r.url().host_str().unwrap_or("downstream"),
+                r.status().as_u16()
+            ),
+        }
+    }
+}
+
+/// A named downstream service with its base URL, client and retry policy.
+#[derive(Clone)]
+pub struct Downstream {
+    name: &'static str,
+    base_url: String,
+    client: reqwest::Client,
+    retry: Backoff,
+    metrics: ClientMetrics,
+}
+
+impl std::fmt::Debug for Downstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Downstream")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .finish()
+    }
+}
+
+impl Downstream {
+    /// A downstream called `name` at `base_url`.
+    pub fn new(
+        name: &'static str,
+        base_url: impl Into<String>,
+        client: reqwest::Client,
+        retry: Backoff,
+        metrics: ClientMetrics,
+    ) -> Self {
+        Self {
+            name,
+            base_url: base_url.into(),
+            client,
+            retry,
+            metrics,
+        }
+    }
+
+    /// The downstream's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Sends a request built by `build` for each attempt.
+    ///
+    /// Connect failures are always retried (nothing reached the server).
+    /// Timeouts, 429, 500, 502, 503 and 504 are retried only when
+    /// `idempotent` is true, that is for reads and for writes that carry an
+    /// idempotency key. Any HTTP response that is not retried, or the last
+    /// one, is returned for the caller to interpret.
+    pub async fn send<F>(
+        &self,
+        method: Method,
+        path: &str,
+        idempotent: bool,
+        build: F,
+    ) -> Result<Response, TransportError>
+    where
+        F: Fn(RequestBuilder) -> RequestBuilder,
+    {
+        let url = format!("{}{}", self.base_url, path);
+        let what = format!("{method} {} {path}", self.name);
+        let result = retry(&self.retry, &what, |attempt| {
+            if attempt > 1 {
+                self.metrics.retried(self.name);
+            }
+            let span = tracing::info_span!(
+                "http.client",
+                otel.name = %method,
+                otel.kind = "client",
+                peer.service = self.name,
+                http.request.method = %method,
+                url.full = %url,
+                http.request.resend_count = attempt - 1,
+                http.response.status_code = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+            );
+            let mut headers = http::HeaderMap::new();
+            crate::telemetry::inject(&span, &mut headers);
+            let request = build(self.client.request(method.clone(), &url)).headers(headers);
+            let name = self.name;
+            let metrics = self.metrics.clone();
+            async move {
+                let started = Instant::now();
+                let result = request.send().await;
+                let elapsed = started.elapsed();
+                match result {
+                    Err(e) => {
+                        let t = classify(name, &e);
+                        metrics.observe(name, t.kind, elapsed);
+                        let current = tracing::Span::current();
+                        current.record("otel.status_code", "ERROR");
+                        current.record("error.type", t.kind);
+                        tracing::warn!(
+                            downstream = name,
+                            error = %t.cause,
+                            "call to {name} failed: {}",
+                            t.cause
+                        );
+                        if t.kind == "connect_error" || idempotent {
+                            Attempt::Retryable {
+                                error: Failure::Transport(t),
+                                retry_after: None,
+                            }
+                        } else {
+                            Attempt::Fatal(Failure::Transport(t))
+                        }
+                    }
+                    Ok(response) => {
+                        let status = response.status();
+                        metrics.observe(name, status.as_str(), elapsed);
+                        let current = tracing::Span::current();
+                        current.record("http.response.status_code", status.as_u16());
+                        if status.is_server_error() {
+                            current.record("otel.status_code", "ERROR");
+                        }
+                        let retryable = matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504);
+                        if retryable && idempotent {
+                            let retry_after = response
+                                .headers()
+                                .get(reqwest::header::RETRY_AFTER)
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(parse_retry_after);
+                            Attempt::Retryable {
+                                error: Failure::Status(response),
+                                retry_after,
+                            }
+                        } else {
+                            Attempt::Success(response)
+                        }
+                    }
+                }
+            }
+            .instrument(span)
+        })
+        .await;
+        match result {
+            Ok(response) | Err(Failure::Status(response)) => Ok(response),
+            Err(Failure::Transport(t)) => Err(t),
+        }
+    }
+}
+
+/// Reads a JSON body, turning a malformed one into a 502 naming `downstream`.
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    downstream: &str,
+    response: Response,
+) -> Result<T, ApiError> {
+    response.json::<T>().await.map_err(|e| {
+        tracing::error!(downstream, error = %e, "{downstream} sent a body we could not read: {e}");
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_invalid_response",
+            format!("{downstream} sent a response that could not be read"),
+        )
+    })
+}
+
+/// Turns a downstream's error response into ours: its own JSON error is
+/// passed through for 4xx; 5xx become 502/503 naming the downstream.
+pub async fn upstream_error(downstream: &str, response: Response) -> ApiError {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = response.json::<crate::error::ErrorBody>().await.ok();
+    let message = body
+        .as_ref()
+        .map(|b| b.error.message.clone())
+        .unwrap_or_else(|| format!("{downstream} answered {}", status.as_u16()));
+    if status.is_client_error() {
+        let code = match status.as_u16() {
+            400 => "bad_request",
+            401 => "unauthorized",
+            403 => "forbidden",
+            404 => "not_found",
+            409 => "conflict",
+            413 => "payload_too_large",
+            422 => "validation_failed",
+            429 => "rate_limited",
+            _ => "bad_request",
+        };
+        let mut e = ApiError::new(status, code, message);
+        e.retry_after = retry_after;
+        return e;
+    }
+    tracing::error!(
+        downstream,
+        status = status.as_u16(),
+        "{downstream} failed: {} {message}",
+        status.as_u16()
+    );
+    let (status, code) = if status == StatusCode::SERVICE_UNAVAILABLE {
+        (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable")
+    } else {
+        (StatusCode::BAD_GATEWAY, "upstream_error")
+    };
+    let mut e = ApiError::new(status, code, format!("{downstream} failed: {message}"));
+    e.retry_after = retry_after;
+    e
+}
+
+impl Downstream {
+    /// Sends a request and reads a JSON answer.
+    ///
+    /// Transport failures become 502/504 naming this downstream (and are
+    /// logged once at ERROR); error responses become ours through
+    /// [`upstream_error`]. The status is returned with the body so callers
+    /// can tell a created resource from a replayed one.
+    pub async fn call<T, F>(
+        &self,
+        method: Method,
+        path: &str,
+        idempotent: bool,
+        build: F,
+    ) -> Result<(StatusCode, T), ApiError>
+    where
+        T: serde::de::DeserializeOwned,
+        F: Fn(RequestBuilder) -> RequestBuilder,
+    {
+        let response = match self.send(method.clone(), path, idempotent, build).await {
+            Ok(r) => r,
+            Err(t) => {
+                tracing::error!(downstream = self.name, error = %t.cause, "{method} {path} on {} failed: {}", self.name, t);
+                return Err(t.to_api_error());
+            }
+        };
+        let status = response.status();
+        if !status.is_success() {
+            return Err(upstream_error(self.name, response).await);
+        }
+        let body = read_json(self.name, response).await?;
+        Ok((status, body))
+    }
+}
+
+/// Percent-encodes a path segment or query value.
+pub fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_component_escapes_reserved_characters() {
+        assert_eq!(encode_component("a b/c?d"), "a%20b%2Fc%3Fd");
+        assert_eq!(encode_component("0193-abc_~."), "0193-abc_~.");
+    }
+}

@@ -1,0 +1,220 @@
+//! The order as it travels between services, in JSON.
+//!
+//! Every service that handles orders speaks this shape, so it lives here
+//! once. State is modelled as strings (`"pending"`, `"notified"`) and every
+//! field is written at insert, which behaves the same on every store.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest quantity of one line.
+pub const MAX_QUANTITY: u32 = 1000;
+/// Most lines in one order.
+pub const MAX_ITEMS: usize = 50;
+/// Longest item name, in characters.
+pub const MAX_ITEM_LEN: usize = 100;
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderItem {
+    /// What is ordered, e.g. `laptop`.
+    pub item: String,
+    /// How many, 1 to [`MAX_QUANTITY`].
+    pub quantity: u32,
+}
+
+/// The notification has not been delivered yet.
+pub const NOTIFICATION_PENDING: &str = "pending";
+/// RabbitMQ confirmed the notification message; notification-service will
+/// deliver it (AMQP mode).
+pub const NOTIFICATION_PUBLISHED: &str = "published";
+/// The notification was delivered.
+pub const NOTIFICATION_SENT: &str = "notified";
+
+/// An order to store; the id and idempotency key come from the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewOrder {
+    /// Time-ordered id chosen by order-service.
+    pub id: String,
+    /// Who placed it (`guest` or a user name).
+    pub customer: String,
+    /// The lines.
+    pub items: Vec<OrderItem>,
+    /// Makes a repeated create return the first order instead of a second one.
+    pub idempotency_key: String,
+}
+
+/// A stored order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// Id.
+    pub id: String,
+    /// Who placed it.
+    pub customer: String,
+    /// The lines.
+    pub items: Vec<OrderItem>,
+    /// Always `confirmed` once stored.
+    pub status: String,
+    /// `pending`, then `published` (AMQP mode) or `notified` (HTTP mode).
+    pub notification: String,
+    /// The key it was created with.
+    pub idempotency_key: String,
+    /// RFC 3339 creation time, set by the store.
+    pub created_at: String,
+}
+
+/// One page of orders, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPage {
+    /// The orders.
+    pub orders: Vec<Order>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `?limit=&cursor=` of a listing, as every hop of `GET /orders` takes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct PageQuery {
+    /// Page size, 1 to 100 (20 when absent).
+    pub limit: Option<u32>,
+    /// The id of the last order of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// `path` with the validated query appended, for the next hop.
+    pub fn forward(&self, path: &str) -> Result<String, String> {
+        let limit = self.limit.unwrap_or(20);
+        if !(1..=100).contains(&limit) {
+            return Err(format!("limit must be from 1 to 100, got {limit}"));
+        }
+        let mut out = format!("{path}?limit={limit}");
+        if let Some(c) = self.cursor.as_deref() {
+            out.push_str("&cursor=");
+            out.push_str(&crate::client::encode_component(c));
+        }
+        Ok(out)
+    }
+}
+
+/// Checks the lines of an order, describing the first problem found.
+pub fn validate_items(items: &[OrderItem]) -> Result<(), String> {
+    if items.is_empty() {
+        return Err("an order needs at least one item".to_owned());
+    }
+    if items.len() > MAX_ITEMS {
+        return Err(format!(
+            "an order has at most {MAX_ITEMS} items, got {}",
+            items.len()
+        ));
+    }
+    for (i, line) in items.iter().enumerate() {
+        let name = line.item.trim();
+        if name.is_empty() {
+            return Err(format!("items[{i}].item must not be empty"));
+        }
+        if name.chars().count() > MAX_ITEM_LEN {
+            return Err(format!(
+                "items[{i}].item is longer than {MAX_ITEM_LEN} characters"
+            ));
+        }
+        if line.quantity == 0 || line.quantity > MAX_QUANTITY {
+            return Err(format!(
+                "items[{i}].quantity must be from 1 to {MAX_QUANTITY}, got {}",
+                line.quantity
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The current time as RFC 3339 in UTC with milliseconds.
+pub fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format_rfc3339(now.as_secs(), now.subsec_millis())
+}
+
+/// Formats seconds since the epoch (UTC) as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn format_rfc3339(secs: u64, millis: u32) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm), valid for any date after 1970.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(item: &str, quantity: u32) -> OrderItem {
+        OrderItem {
+            item: item.to_owned(),
+            quantity,
+        }
+    }
+
+    #[test]
+    fn quantities_outside_one_to_a_thousand_are_rejected() {
+        assert!(validate_items(&[line("laptop", 1)]).is_ok());
+        assert!(validate_items(&[line("laptop", 1000)]).is_ok());
+        assert!(
+            validate_items(&[line("laptop", 0)])
+                .unwrap_err()
+                .contains("quantity")
+        );
+        assert!(
+            validate_items(&[line("laptop", 1001)])
+                .unwrap_err()
+                .contains("1001")
+        );
+        assert!(validate_items(&[line(" ", 1)]).is_err());
+        assert!(validate_items(&[]).is_err());
+    }
+
+    #[test]
+    fn page_queries_are_checked_and_encoded() {
+        let q = PageQuery {
+            limit: Some(5),
+            cursor: Some("a b".to_owned()),
+        };
+        assert_eq!(
+            q.forward("/orders").unwrap(),
+            "/orders?limit=5&cursor=a%20b"
+        );
+        assert_eq!(
+            PageQuery::default().forward("/orders").unwrap(),
+            "/orders?limit=20"
+        );
+        let big = PageQuery {
+            limit: Some(101),
+            cursor: None,
+        };
+        assert!(big.forward("/orders").unwrap_err().contains("got 101"));
+    }
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(
+            format_rfc3339(1_795_000_000, 999),
+            "2026-11-18T11:06:40.999Z"
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! The HTTP stack every service shares, and the serve loop.
+//!
+//! [`standard`] wraps a service's routes with, from the outside in: a server
+//! span and RED metrics ([`observe`]), the JSON error rewrite, a request
+//! timeout and a 64 KiB body limit, and adds `/health`, `/ready`,
+//! `/metrics` and a JSON 404 fallback. [`Server`] binds from config (port 0
+//! works in tests) and [`Server::run`] serves until a shutdown future
+//! resolves, then drains in-flight requests for a bounded time.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tokio::net::TcpListener;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::config::{EnvReader, EnvVar};
+use crate::error::{BODY_LIMIT_BYTES, json_errors, not_found};
+use crate::health::Health;
+use crate::metrics::Metrics;
+
+/// `HOST`.
+pub const HOST: EnvVar = EnvVar::with_default(
+    "HOST",
+    "0.0.0.0",
+    "an IP address",
+    "Address the HTTP server binds to",
+);
+/// `REQUEST_TIMEOUT_MS`.
+pub const REQUEST_TIMEOUT_MS: EnvVar = EnvVar::with_default(
+    "REQUEST_TIMEOUT_MS",
+    "30000",
+    "milliseconds from 1 to 300000",
+    "Longest time this service spends on one inbound request",
+);
+/// `SHUTDOWN_DRAIN_MS`.
+pub const SHUTDOWN_DRAIN_MS: EnvVar = EnvVar::with_default(
+    "SHUTDOWN_DRAIN_MS",
+    "10000",
+    "milliseconds from 0 to 120000",
+    "How long in-flight requests may run after SIGTERM before the process exits",
+);
+
+/// Settings every server reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// Per-request time limit.
+    pub request_timeout: Duration,
+    /// Bounded drain after a shutdown signal.
+    pub drain: Duration,
+}
+
+impl ServerConfig {
+    /// Reads `HOST`, `PORT` (with the given contract), `REQUEST_TIMEOUT_MS`
+    /// and `SHUTDOWN_DRAIN_MS`.
+    pub fn from_env(reader: &mut EnvReader<'_>, port: &EnvVar) -> Self {
+        let host = reader
+            .parse::<std::net::IpAddr>(&HOST)
+            .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        let port = reader.int_in::<u16>(port, 0, u16::MAX).unwrap_or(0);
+        Self {
+            addr: SocketAddr::new(host, port),
+            request_timeout: reader
+                .int_in(&REQUEST_TIMEOUT_MS, 1, 300_000)
+                .map(Duration::from_millis)
+                .unwrap_or(Duration::from_secs(30)),
+            drain: reader
+                .millis(&SHUTDOWN_DRAIN_MS, 120_000)
+                .unwrap_or(Duration::from_secs(10)),
+        }
+    }
+
+    /// The variables besides `PORT` that [`ServerConfig::from_env`] reads.
+    pub const ENV: &'static [EnvVar] = &[HOST, REQUEST_TIMEOUT_MS, SHUTDOWN_DRAIN_MS];
+}
+
+/// What [`observe`] needs.
+#[derive(Clone)]
+struct Observer {
+    service: &'static str,
+    metrics: Metrics,
+    quiet: &'static [&'static str],
+}
+
+/// Wraps `routes` with the shared stack and adds the health routes.
+pub fn standard(
+    service: &'static str,
+    routes: Router,
+    health: Health,
+    metrics: Metrics,
+    config: &ServerConfig,
+) -> Router {
+    standard_with_quiet_routes(service, routes, health, metrics, config, &[])
+}
+
+/// Like [`standard`], with more routes whose access log goes to DEBUG:
+/// routes that other services poll (database-service's pending
+/// notifications, polled by the relay every second).
+pub fn standard_with_quiet_routes(
+    service: &'static str,
+    routes: Router,
+    health: Health,
+    metrics: Metrics,
+    config: &ServerConfig,
+    quiet: &'static [&'static str],
+) -> Router {
+    let observer = Observer {
+        service,
+        metrics,
+        quiet,
+    };
+    routes
+        .merge(health.router())
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
+        .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn_with_state(observer, observe))
+}
+
+/// Routes polled by probes and Prometheus, logged at DEBUG so a trainee's
+/// `kubectl logs` shows the traffic that matters.
+const PROBE_ROUTES: &[&str] = &["/health", "/ready", "/metrics"];
+
+/// Server span, `traceparent` response header, access log and RED metrics.
+async fn observe(State(obs): State<Observer>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let span = tracing::info_span!(
+        "http.server",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        service = obs.service,
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %path,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        request_id = %request_id,
+    );
+    let _ = span.set_parent(crate::telemetry::extract(req.headers()));
+
+    let mut response = next.run(req).instrument(span.clone()).await;
+
+    let status = response.status();
+    let elapsed = started.elapsed();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    if let Some(tp) = crate::telemetry::traceparent(&span)
+        && let Ok(value) = HeaderValue::from_str(&tp)
+    {
+        response.headers_mut().insert("traceparent", value);
+    }
+    obs.metrics
+        .observe(method.as_str(), &route, status.as_u16(), elapsed);
+    let ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+    span.in_scope(|| {
+        if PROBE_ROUTES.contains(&route.as_str()) || obs.quiet.contains(&route.as_str()) {
+            tracing::debug!(
+                status = status.as_u16(),
+                duration_ms = ms,
+                "{method} {path} {}",
+                status.as_u16()
+            );
+        } else if status.is_server_error() {
+            tracing::warn!(
+                status = status.as_u16(),
+                duration_ms = ms,
+                "{method} {path} {}",
+                status.as_u16()
+            );
+        } else {
+            tracing::info!(
+                status = status.as_u16(),
+                duration_ms = ms,
+                "{method} {path} {}",
+                status.as_u16()
+            );
+        }
+    });
+    response
+}
+
+/// A bound listener plus the router it will serve.
+pub struct Server {
+    listener: TcpListener,
+    router: Router,
+    drain: Duration,
+}
+
+impl Server {
+    /// Binds `config.addr`; port 0 picks a free port.
+    pub async fn bind(config: &ServerConfig, router: Router) -> io::Result<Self> {
+        let listener = TcpListener::bind(config.addr).await?;
+        Ok(Self {
+            listener,
+            router,
+            drain: config.drain,
+        })
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish
+    /// for at most the configured drain time.
+    pub async fn run<F>(self, shutdown: F) -> io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let graceful = async move {
+            shutdown.await;
+            let _ = tx.send(());
+        };
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(self.listener, app).with_graceful_shutdown(graceful);
+        let drain = self.drain;
+        let deadline = async move {
+            if rx.await.is_ok() {
+                tokio::time::sleep(drain).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = serve => result,
+            () = deadline => {
+                tracing::warn!(drain_ms = u64::try_from(drain.as_millis()).unwrap_or(u64::MAX), "drain time is over; closing the remaining connections");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Resolves on ctrl-c or SIGTERM, logging which one arrived.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    let which = tokio::select! {
+        () = ctrl_c => "ctrl-c",
+        () = term => "SIGTERM",
+    };
+    tracing::info!(
+        signal = which,
+        "{which} received; finishing in-flight requests"
+    );
+}

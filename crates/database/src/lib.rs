@@ -1,0 +1,399 @@
+//! database-service: the data service behind order-service.
+//!
+//! It stores orders (create, get, list, notification state) behind the
+//! [`store::OrderStore`] trait: in MongoDB when `MONGODB_URI` is set
+//! ([`mongo::MongoStore`]), otherwise in the embedded file store, so a laptop
+//! needs no database server. `DB_NAME` is required, as in the workshop:
+//! without it the process prints one line naming `DB_NAME` and exits 1,
+//! which Kubernetes shows as CrashLoopBackOff.
+//!
+//! In-flight work is bounded by `DB_MAX_INFLIGHT`; the excess waits at most
+//! `DB_QUEUE_TIMEOUT_MS` for a slot (by default not at all) and is then shed
+//! with 503 and `Retry-After` instead of queueing without end. The chaos
+//! middleware sits inside that bound, so injected latency uses up capacity
+//! the way a slow disk would.
+
+pub mod mongo;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch};
+use cloudmart_common::chaos::{self, Chaos, ChaosConfig};
+use cloudmart_common::config::{ConfigError, Env, EnvReader, EnvVar, port_var};
+use cloudmart_common::error::{ApiError, Json};
+use cloudmart_common::health::{Check, Health};
+use cloudmart_common::metrics::MetricsBuilder;
+use cloudmart_common::model::{
+    NOTIFICATION_PENDING, NOTIFICATION_PUBLISHED, NOTIFICATION_SENT, NewOrder, Order, OrderPage,
+};
+use cloudmart_common::run::{App, Service, StartupError};
+use cloudmart_common::server::{self, Server, ServerConfig};
+use futures::future::BoxFuture;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+use crate::mongo::{MongoOptions, MongoStore};
+use crate::store::{EmbeddedStore, Inserted, OrderStore, StoreError};
+
+/// The binary and image name.
+pub const NAME: &str = "database-service";
+
+/// `PORT`.
+pub const PORT: EnvVar = port_var("8080");
+/// `DB_NAME`.
+pub const DB_NAME: EnvVar = EnvVar::required(
+    "DB_NAME",
+    "the database name, e.g. cloudmart-db",
+    "Database name (the embedded store's file name; the MongoDB database)",
+);
+/// `DATA_DIR`.
+pub const DATA_DIR: EnvVar = EnvVar::with_default(
+    "DATA_DIR",
+    "data",
+    "a writable directory",
+    "Directory of the embedded store's data file",
+);
+/// `DB_MAX_INFLIGHT`.
+pub const DB_MAX_INFLIGHT: EnvVar = EnvVar::with_default(
+    "DB_MAX_INFLIGHT",
+    "64",
+    "a whole number from 1 to 100000",
+    "Requests worked on at once; the excess gets 503 with Retry-After",
+);
+
+/// `DB_QUEUE_TIMEOUT_MS`.
+pub const DB_QUEUE_TIMEOUT_MS: EnvVar = EnvVar::with_default(
+    "DB_QUEUE_TIMEOUT_MS",
+    "0",
+    "milliseconds from 0 to 60000",
+    "How long a request may wait for one of the DB_MAX_INFLIGHT slots before it gets 503 (0 sheds at once)",
+);
+
+/// Configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listener and timeouts.
+    pub server: ServerConfig,
+    /// Database name.
+    pub db_name: String,
+    /// Embedded store directory.
+    pub data_dir: PathBuf,
+    /// Bound on in-flight work.
+    pub max_inflight: usize,
+    /// Longest wait for an in-flight slot.
+    pub queue_timeout: std::time::Duration,
+    /// Fault injection.
+    pub chaos: ChaosConfig,
+    /// MongoDB connection string; `None` selects the embedded store.
+    pub mongodb_uri: Option<String>,
+    /// Pool and timeouts for MongoDB.
+    pub mongo: MongoOptions,
+}
+
+impl Config {
+    /// Reads every variable, reporting all problems at once.
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let mut r = EnvReader::new(env);
+        let server = ServerConfig::from_env(&mut r, &PORT);
+        let db_name = r.string(&DB_NAME);
+        let data_dir = r.string(&DATA_DIR).map(PathBuf::from);
+        let max_inflight = r.int_in::<usize>(&DB_MAX_INFLIGHT, 1, 100_000);
+        let queue_timeout = r.millis(&DB_QUEUE_TIMEOUT_MS, 60_000);
+        let chaos = ChaosConfig::from_env(&mut r);
+        let mongodb_uri = r.string(&mongo::MONGODB_URI);
+        let mongo = MongoOptions::from_env(&mut r);
+        r.finish()?;
+        Ok(Self {
+            server,
+            db_name: db_name.unwrap_or_default(),
+            data_dir: data_dir.unwrap_or_default(),
+            max_inflight: max_inflight.unwrap_or(64),
+            queue_timeout: queue_timeout.unwrap_or_default(),
+            chaos,
+            mongodb_uri,
+            mongo,
+        })
+    }
+}
+
+/// Shared handler state.
+#[derive(Clone)]
+struct AppState {
+    store: Arc<dyn OrderStore>,
+}
+
+/// Error enum of this service; each variant has one status.
+#[derive(Debug)]
+enum DbError {
+    /// 404: no order with that id.
+    NotFound(String),
+    /// 422: the body is well-formed but not acceptable.
+    Invalid(String),
+    /// 503: the store is unreachable (names the backend).
+    Unavailable(String),
+    /// 500: anything else; logged, not sent.
+    Internal(String),
+}
+
+impl From<StoreError> for DbError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => Self::Unavailable(m),
+            StoreError::Internal(m) => Self::Internal(m),
+        }
+    }
+}
+
+impl IntoResponse for DbError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::NotFound(id) => ApiError::not_found(format!("no order with id {id}")),
+            Self::Invalid(m) => ApiError::validation(m),
+            Self::Unavailable(m) => {
+                tracing::error!(error = %m, "store unavailable: {m}");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", m)
+                    .with_retry_after(1)
+            }
+            Self::Internal(m) => {
+                tracing::error!(error = %m, "store failure: {m}");
+                ApiError::internal()
+            }
+        }
+        .into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NotificationUpdate {
+    notification: String,
+}
+
+async fn create(State(s): State<AppState>, Json(new): Json<NewOrder>) -> Result<Response, DbError> {
+    if new.id.trim().is_empty() || new.idempotency_key.trim().is_empty() {
+        return Err(DbError::Invalid(
+            "id and idempotency_key must not be empty".to_owned(),
+        ));
+    }
+    cloudmart_common::model::validate_items(&new.items).map_err(DbError::Invalid)?;
+    match s.store.insert(new).await? {
+        Inserted::Created(order) => {
+            tracing::info!(order_id = %order.id, "stored order {}", order.id);
+            Ok((StatusCode::CREATED, Json(order)).into_response())
+        }
+        Inserted::Existing(order) => {
+            tracing::info!(order_id = %order.id, "order {} already stored; returning it", order.id);
+            Ok((
+                StatusCode::OK,
+                [("idempotent-replayed", "true")],
+                Json(order),
+            )
+                .into_response())
+        }
+    }
+}
+
+async fn get_one(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Order>, DbError> {
+    s.store
+        .get(&id)
+        .await?
+        .map(Json)
+        .ok_or(DbError::NotFound(id))
+}
+
+async fn list(
+    State(s): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<OrderPage>, DbError> {
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(DbError::Invalid(format!(
+            "limit must be from 1 to 100, got {limit}"
+        )));
+    }
+    Ok(Json(s.store.list(limit, q.cursor.as_deref()).await?))
+}
+
+async fn set_notification(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Json(u): Json<NotificationUpdate>,
+) -> Result<Json<Order>, DbError> {
+    let allowed = [
+        NOTIFICATION_PENDING,
+        NOTIFICATION_PUBLISHED,
+        NOTIFICATION_SENT,
+    ];
+    if !allowed.contains(&u.notification.as_str()) {
+        return Err(DbError::Invalid(format!(
+            "notification must be {NOTIFICATION_PENDING:?}, {NOTIFICATION_PUBLISHED:?} or {NOTIFICATION_SENT:?}"
+        )));
+    }
+    s.store
+        .set_notification(&id, &u.notification)
+        .await?
+        .map(Json)
+        .ok_or(DbError::NotFound(id))
+}
+
+async fn pending(
+    State(s): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<Order>>, DbError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    Ok(Json(s.store.pending_notifications(limit).await?))
+}
+
+/// The in-flight bound and its metrics.
+#[derive(Clone)]
+struct Shedder {
+    permits: Arc<Semaphore>,
+    queue_timeout: std::time::Duration,
+    inflight: Gauge,
+    shed: Counter,
+}
+
+async fn shed(State(s): State<Shedder>, req: Request, next: Next) -> Response {
+    let permit = if s.queue_timeout.is_zero() {
+        s.permits.clone().try_acquire_owned().ok()
+    } else {
+        tokio::time::timeout(s.queue_timeout, s.permits.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    };
+    let Some(_permit) = permit else {
+        s.shed.inc();
+        tracing::warn!(
+            load.shed = true,
+            "shedding {} {}: too many requests in flight",
+            req.method(),
+            req.uri().path()
+        );
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "database-service is at its in-flight limit; retry later",
+        )
+        .with_retry_after(1)
+        .into_response();
+    };
+    s.inflight.inc();
+    let response = next.run(req).await;
+    s.inflight.dec();
+    response
+}
+
+/// Readiness: the store answers.
+struct StoreCheck(Arc<dyn OrderStore>);
+
+impl Check for StoreCheck {
+    fn name(&self) -> &str {
+        self.0.backend()
+    }
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.0.ping().await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// The service, as `cloudmart_common::run` builds and runs it.
+pub struct Application;
+
+impl Service for Application {
+    const NAME: &'static str = NAME;
+    const PORT: EnvVar = PORT;
+    type Config = Config;
+
+    fn service_env_vars() -> Vec<EnvVar> {
+        let mut v = vec![
+            PORT,
+            DB_NAME,
+            DATA_DIR,
+            DB_MAX_INFLIGHT,
+            DB_QUEUE_TIMEOUT_MS,
+        ];
+        v.extend_from_slice(mongo::ENV);
+        v.extend_from_slice(chaos::ENV);
+        v
+    }
+
+    fn config(env: &dyn Env) -> Result<Config, ConfigError> {
+        Config::from_env(env)
+    }
+
+    async fn build(config: Config) -> Result<App, StartupError> {
+        let store: Arc<dyn OrderStore> = if let Some(uri) = &config.mongodb_uri {
+            let s = MongoStore::connect(uri, &config.db_name, config.mongo)
+                .await
+                .map_err(|e| format!("MONGODB_URI could not be used: {e}"))?;
+            tracing::info!(database = %config.db_name, "using MongoDB");
+            Arc::new(s)
+        } else {
+            let s = EmbeddedStore::open(&config.data_dir, &config.db_name).map_err(|e| {
+                format!(
+                    "cannot open the data file in DATA_DIR={}: {e}",
+                    config.data_dir.display()
+                )
+            })?;
+            tracing::info!(path = %s.path().display(), orders = s.len(), "embedded store opened");
+            Arc::new(s)
+        };
+        let mut metrics = MetricsBuilder::new();
+        let chaos = Chaos::new(config.chaos, metrics.registry());
+        let shedder = Shedder {
+            permits: Arc::new(Semaphore::new(config.max_inflight)),
+            queue_timeout: config.queue_timeout,
+            inflight: Gauge::default(),
+            shed: Counter::default(),
+        };
+        metrics.registry().register(
+            "db_inflight_requests",
+            "Requests being worked on",
+            shedder.inflight.clone(),
+        );
+        metrics.registry().register(
+            "db_shed_requests",
+            "Requests refused with 503 because DB_MAX_INFLIGHT was reached",
+            shedder.shed.clone(),
+        );
+        let metrics = metrics.build();
+        let routes = Router::new()
+            .route("/orders", get(list).post(create))
+            .route("/orders/{id}", get(get_one))
+            .route("/orders/{id}/notification", patch(set_notification))
+            .route("/notifications/pending", get(pending))
+            .with_state(AppState {
+                store: store.clone(),
+            })
+            .route_layer(middleware::from_fn_with_state(chaos, chaos::inject))
+            .route_layer(middleware::from_fn_with_state(shedder, shed));
+        let health = Health::new(NAME, vec![Box::new(StoreCheck(store))], metrics.clone());
+        let router = server::standard_with_quiet_routes(
+            NAME,
+            routes,
+            health,
+            metrics,
+            &config.server,
+            &["/notifications/pending"],
+        );
+        let server = Server::bind(&config.server, router).await?;
+        Ok(App::new(server))
+    }
+}

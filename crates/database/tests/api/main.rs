@@ -1,0 +1,6 @@
+//! Integration tests for database-service: the real binary, and the
+//! in-process service against a real MongoDB-protocol server.
+
+mod helpers;
+mod mongo_cut;
+mod process;

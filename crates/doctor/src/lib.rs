@@ -1,0 +1,26 @@
+//! `cloudmart doctor`: checks Kubernetes manifests against the contracts of
+//! the services they run.
+//!
+//! The rules are generic (a selector that selects nothing, a probe on a port
+//! nobody listens on, a URL naming a Service that does not exist, a
+//! container whose environment the service itself would reject). The
+//! workshop's faults are data in the fault catalogue, matched to findings
+//! afterwards, so new scenarios need no code.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`yaml`] | YAML trees that keep line numbers |
+//! | [`model`] | workloads, containers and resolved environments |
+//! | [`contracts`] | each service's env vars, config validation and measured memory |
+//! | [`rules`] | the checks and their [`rules::Finding`]s |
+//! | [`catalogue`] | the fault catalogue: hints, rules and manifest changes per fault |
+//! | [`diff`] | field-level differences between two manifest sets |
+//! | [`compose`] | the same contract checks for `docker-compose.yml` |
+
+pub mod catalogue;
+pub mod compose;
+pub mod contracts;
+pub mod diff;
+pub mod model;
+pub mod rules;
+pub mod yaml;

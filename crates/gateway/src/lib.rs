@@ -1,0 +1,309 @@
+//! gateway: the single entry point, replacing the workshop's nginx.
+//!
+//! `/api/auth/*` goes to auth-service and every other `/api/*` to
+//! api-service, with path and query untouched. The gateway adds an
+//! `X-Request-Id` when the caller sent none, and every response carries a
+//! `traceparent` header, so a trainee can copy the trace id of any request
+//! straight from `curl -v`. `GET /api/health` gathers the readiness of both
+//! downstreams in one document.
+//!
+//! Upstream failures are answered by the gateway itself with the JSON error
+//! body: 502 when a downstream cannot be reached (the message says why:
+//! connection refused, dns error), 504 when it does not answer in time.
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use cloudmart_common::client::{self, ClientConfig, Downstream};
+use cloudmart_common::config::{ConfigError, Env, EnvReader, EnvVar, port_var};
+use cloudmart_common::error::{ApiError, BODY_LIMIT_BYTES};
+use cloudmart_common::health::{Check, Health, HttpCheck};
+use cloudmart_common::metrics::MetricsBuilder;
+use cloudmart_common::retry::Backoff;
+use cloudmart_common::run::{App, Service, StartupError};
+use cloudmart_common::server::{self, Server, ServerConfig};
+use serde_json::{Value, json};
+
+/// The binary and image name.
+pub const NAME: &str = "gateway";
+/// `PORT`.
+pub const PORT: EnvVar = port_var("8080");
+/// `API_SERVICE_URL`.
+pub const API_SERVICE_URL: EnvVar = EnvVar::with_default(
+    "API_SERVICE_URL",
+    "http://api-service:3000",
+    "an http:// URL such as http://api-service:3000",
+    "Base URL of api-service (every /api/* except /api/auth/*)",
+);
+/// `AUTH_SERVICE_URL`.
+pub const AUTH_SERVICE_URL: EnvVar = EnvVar::with_default(
+    "AUTH_SERVICE_URL",
+    "http://auth-service:3000",
+    "an http:// URL such as http://auth-service:3000",
+    "Base URL of auth-service (/api/auth/*)",
+);
+
+/// Configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listener and timeouts.
+    pub server: ServerConfig,
+    /// api-service.
+    pub api_url: String,
+    /// auth-service.
+    pub auth_url: String,
+    /// Outbound timeouts.
+    pub client: ClientConfig,
+}
+
+impl Config {
+    /// Reads every variable, reporting all problems at once.
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let mut r = EnvReader::new(env);
+        let server = ServerConfig::from_env(&mut r, &PORT);
+        let api_url = r.url(&API_SERVICE_URL);
+        let auth_url = r.url(&AUTH_SERVICE_URL);
+        let client = ClientConfig::from_env(&mut r);
+        r.finish()?;
+        Ok(Self {
+            server,
+            api_url: api_url.unwrap_or_default(),
+            auth_url: auth_url.unwrap_or_default(),
+            client,
+        })
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    api: Downstream,
+    auth: Downstream,
+}
+
+/// Headers that describe one connection, not the message; never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "traceparent",
+    "tracestate",
+];
+
+fn forwardable(name: &HeaderName) -> bool {
+    !HOP_BY_HOP.contains(&name.as_str())
+}
+
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get("x-request-id")
+        .filter(|v| !v.is_empty() && v.len() <= 200)
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .unwrap_or(HeaderValue::from_static("unknown"))
+        })
+}
+
+async fn proxy(to: &Downstream, req: Request) -> Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let (parts, body) = req.into_parts();
+    let id = request_id(&parts.headers);
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+    let body: Bytes = match axum::body::to_bytes(body, BODY_LIMIT_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "the request body is larger than {} KiB",
+                    BODY_LIMIT_BYTES / 1024
+                ),
+            )
+            .into_response();
+        }
+    };
+    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 1);
+    for (name, value) in parts.headers.iter().filter(|(n, _)| forwardable(n)) {
+        headers.append(name.clone(), value.clone());
+    }
+    headers.insert("x-request-id", id.clone());
+    if let Some(ip) = peer {
+        // Append the caller to X-Forwarded-For so auth-service can rate-limit per client.
+        let chain = match parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prior) => format!("{prior}, {ip}"),
+            None => ip.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&chain) {
+            headers.insert("x-forwarded-for", v);
+        }
+    }
+    // The gateway never retries: it cannot know whether a request is safe to repeat.
+    let upstream = to
+        .send(parts.method.clone(), &path, false, |r| {
+            r.headers(headers.clone()).body(body.clone())
+        })
+        .await;
+    let upstream = match upstream {
+        Ok(r) => r,
+        Err(t) => {
+            tracing::error!(downstream = to.name(), error = %t.cause, "{} {path} -> {}", parts.method, t);
+            let mut response = t.to_api_error().into_response();
+            response.headers_mut().insert("x-request-id", id);
+            return response;
+        }
+    };
+    let status = upstream.status();
+    let mut out_headers = HeaderMap::with_capacity(upstream.headers().len() + 1);
+    for (name, value) in upstream.headers().iter().filter(|(n, _)| forwardable(n)) {
+        out_headers.append(name.clone(), value.clone());
+    }
+    let bytes = match upstream.bytes().await {
+        Ok(b) => b,
+        Err(e) => {
+            let cause = client::describe_error(&e);
+            tracing::error!(downstream = to.name(), error = %cause, "{} broke off its answer: {cause}", to.name());
+            return ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                format!("{} broke off its answer: {cause}", to.name()),
+            )
+            .into_response();
+        }
+    };
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = status;
+    *response.headers_mut() = out_headers;
+    response.headers_mut().insert("x-request-id", id);
+    response
+}
+
+async fn to_api(State(s): State<AppState>, req: Request) -> Response {
+    proxy(&s.api, req).await
+}
+
+async fn to_auth(State(s): State<AppState>, req: Request) -> Response {
+    proxy(&s.auth, req).await
+}
+
+/// `GET /api/health`: every downstream's `/ready` in one document.
+async fn system_health(State(s): State<AppState>) -> Response {
+    let (api, auth) = futures::join!(readiness(&s.api), readiness(&s.auth));
+    let all_ready = api.0 && auth.0;
+    let downstreams = json!({ s.api.name(): api.1, s.auth.name(): auth.1 });
+    if all_ready {
+        let degraded = [&api.1, &auth.1]
+            .iter()
+            .any(|d| d["detail"]["status"] == "degraded");
+        let status = if degraded { "degraded" } else { "ok" };
+        return axum::Json(json!({"status": status, "downstreams": downstreams})).into_response();
+    }
+    let failing: Vec<&str> = [(s.api.name(), api.0), (s.auth.name(), auth.0)]
+        .into_iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(n, _)| n)
+        .collect();
+    let body = json!({
+        "error": {"code": "degraded", "message": format!("not ready: {}", failing.join(", "))},
+        "status": "degraded",
+        "downstreams": downstreams,
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+}
+
+async fn readiness(d: &Downstream) -> (bool, Value) {
+    let url = format!("{}/ready", d.base_url());
+    match d
+        .client()
+        .get(&url)
+        .timeout(std::time::Duration::from_secs(3))
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let status = r.status();
+            let detail = r.json::<Value>().await.unwrap_or(Value::Null);
+            (
+                status.is_success(),
+                json!({"ready": status.is_success(), "status": status.as_u16(), "detail": detail}),
+            )
+        }
+        Err(e) => (
+            false,
+            json!({"ready": false, "error": client::describe_error(&e)}),
+        ),
+    }
+}
+
+/// The service, as `cloudmart_common::run` builds and runs it.
+pub struct Application;
+
+impl Service for Application {
+    const NAME: &'static str = NAME;
+    const PORT: EnvVar = PORT;
+    type Config = Config;
+
+    fn service_env_vars() -> Vec<EnvVar> {
+        let mut v = vec![PORT, API_SERVICE_URL, AUTH_SERVICE_URL];
+        v.extend_from_slice(client::ENV);
+        v
+    }
+
+    fn config(env: &dyn Env) -> Result<Config, ConfigError> {
+        Config::from_env(env)
+    }
+
+    async fn build(config: Config) -> Result<App, StartupError> {
+        let metrics = MetricsBuilder::new().build();
+        let http = config.client.build();
+        let state = AppState {
+            api: Downstream::new(
+                "api-service",
+                &config.api_url,
+                http.clone(),
+                Backoff::none(),
+                metrics.client(),
+            ),
+            auth: Downstream::new(
+                "auth-service",
+                &config.auth_url,
+                http.clone(),
+                Backoff::none(),
+                metrics.client(),
+            ),
+        };
+        let routes = Router::new()
+            .route("/api/health", get(system_health))
+            .route("/api/auth", any(to_auth))
+            .route("/api/auth/{*rest}", any(to_auth))
+            .route("/api/{*rest}", any(to_api))
+            .with_state(state);
+        let checks: Vec<Box<dyn Check>> = vec![
+            Box::new(HttpCheck::new("api-service", &config.api_url, http.clone())),
+            Box::new(HttpCheck::new("auth-service", &config.auth_url, http)),
+        ];
+        let health = Health::new(NAME, checks, metrics.clone());
+        let router = server::standard(NAME, routes, health, metrics, &config.server);
+        Ok(App::new(Server::bind(&config.server, router).await?))
+    }
+}

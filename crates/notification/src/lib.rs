@@ -1,0 +1,396 @@
+//! notification-service: tells customers their order is placed.
+//!
+//! It stands in for an e-mail or webhook sender: `POST /notify` records a
+//! delivery in a bounded list of recent ones, counts it and logs it.
+//! Delivery is idempotent per order, so a retried or redelivered request for
+//! the same order does not notify the customer twice.
+//!
+//! With `AMQP_URL` set it also consumes `order.created` from RabbitMQ
+//! ([`consumer`]): manual acks, `NOTIFY_PREFETCH` messages in hand, retries
+//! counted in `x-attempts` and a dead-letter queue after
+//! `NOTIFY_MAX_ATTEMPTS`; `/ready` then includes a `RabbitMQ` check. The
+//! chaos settings (`CHAOS_*`) apply to HTTP requests and to messages alike,
+//! and `NOTIFY_DELAY_MS` slows messages down to build a backlog on purpose.
+//! `POST /notify` keeps working in both modes. The duplicate-detection
+//! window is in memory: it covers redeliveries, not a restart.
+
+mod consumer;
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use cloudmart_common::amqp::{self, AmqpConfig, RabbitCheck, Workers};
+use cloudmart_common::chaos::{self, Chaos, ChaosConfig};
+use cloudmart_common::config::{ConfigError, Env, EnvReader, EnvVar, port_var};
+use cloudmart_common::error::{ApiError, Json};
+use cloudmart_common::health::Health;
+use cloudmart_common::metrics::MetricsBuilder;
+use cloudmart_common::model::{OrderItem, now_rfc3339};
+use cloudmart_common::run::{App, Service, StartupError};
+use cloudmart_common::server::{self, Server, ServerConfig};
+use prometheus_client::metrics::counter::Counter;
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use crate::consumer::{Consumer, Settings};
+
+/// The binary and image name.
+pub const NAME: &str = "notification-service";
+/// `PORT`.
+pub const PORT: EnvVar = port_var("3000");
+/// `NOTIFY_HISTORY`.
+pub const NOTIFY_HISTORY: EnvVar = EnvVar::with_default(
+    "NOTIFY_HISTORY",
+    "100",
+    "a whole number from 1 to 100000",
+    "How many recent notifications GET /notifications keeps",
+);
+/// `NOTIFY_PREFETCH`.
+pub const NOTIFY_PREFETCH: EnvVar = EnvVar::with_default(
+    "NOTIFY_PREFETCH",
+    "16",
+    "a whole number from 1 to 10000",
+    "Unacked messages RabbitMQ hands over at once; also how many are processed at once",
+);
+/// `NOTIFY_MAX_ATTEMPTS`.
+pub const NOTIFY_MAX_ATTEMPTS: EnvVar = EnvVar::with_default(
+    "NOTIFY_MAX_ATTEMPTS",
+    "5",
+    "a whole number from 1 to 100",
+    "Processing attempts per message before it goes to the dead-letter queue",
+);
+/// `NOTIFY_DELAY_MS`.
+pub const NOTIFY_DELAY_MS: EnvVar = EnvVar::with_default(
+    "NOTIFY_DELAY_MS",
+    "0",
+    "milliseconds from 0 to 60000",
+    "Extra time spent on each message, to build a backlog on purpose",
+);
+
+/// Configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listener and timeouts.
+    pub server: ServerConfig,
+    /// Size of the recent list (and of the duplicate-detection window).
+    pub history: usize,
+    /// RabbitMQ; `None` means HTTP only.
+    pub amqp: Option<AmqpConfig>,
+    /// Prefetch and processing concurrency.
+    pub prefetch: u16,
+    /// Attempts before dead-lettering.
+    pub max_attempts: u32,
+    /// Extra time per message.
+    pub delay: Duration,
+    /// Fault injection.
+    pub chaos: ChaosConfig,
+}
+
+impl Config {
+    /// Reads every variable, reporting all problems at once.
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let mut r = EnvReader::new(env);
+        let server = ServerConfig::from_env(&mut r, &PORT);
+        let history = r.int_in::<usize>(&NOTIFY_HISTORY, 1, 100_000);
+        let amqp = AmqpConfig::from_env(&mut r);
+        let prefetch = r.int_in::<u16>(&NOTIFY_PREFETCH, 1, 10_000);
+        let max_attempts = r.int_in::<u32>(&NOTIFY_MAX_ATTEMPTS, 1, 100);
+        let delay = r.millis(&NOTIFY_DELAY_MS, 60_000);
+        let chaos = ChaosConfig::from_env(&mut r);
+        r.finish()?;
+        Ok(Self {
+            server,
+            history: history.unwrap_or(100),
+            amqp,
+            prefetch: prefetch.unwrap_or(16),
+            max_attempts: max_attempts.unwrap_or(5),
+            delay: delay.unwrap_or_default(),
+            chaos,
+        })
+    }
+}
+
+/// What order-service sends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotifyRequest {
+    /// The order.
+    pub order_id: String,
+    /// Who to tell.
+    pub customer: String,
+    /// What they ordered.
+    #[serde(default)]
+    pub items: Vec<OrderItem>,
+}
+
+/// One delivered notification.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Notification {
+    /// The order.
+    pub order_id: String,
+    /// Who was told.
+    pub customer: String,
+    /// How (always `email` in this stand-in).
+    pub channel: String,
+    /// What was said.
+    pub message: String,
+    /// When, RFC 3339.
+    pub sent_at: String,
+}
+
+/// Whether a delivery was new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Recorded for the first time.
+    Sent,
+    /// Already delivered for this order; nothing sent.
+    Duplicate,
+}
+
+/// Recent deliveries plus the duplicate-detection window.
+pub struct Outbox {
+    inner: Mutex<OutboxInner>,
+    capacity: usize,
+    sent: Counter,
+    duplicates: Counter,
+}
+
+struct OutboxInner {
+    recent: VecDeque<Notification>,
+    seen: HashSet<String>,
+    seen_order: VecDeque<String>,
+}
+
+impl Outbox {
+    /// An outbox remembering `capacity` orders; registers its counters.
+    pub fn new(capacity: usize, metrics: &mut MetricsBuilder) -> Arc<Self> {
+        let sent = Counter::default();
+        let duplicates = Counter::default();
+        metrics.registry().register(
+            "notifications_sent",
+            "Notifications delivered",
+            sent.clone(),
+        );
+        metrics.registry().register(
+            "notifications_duplicate",
+            "Notifications skipped because the order was already notified",
+            duplicates.clone(),
+        );
+        Arc::new(Self {
+            inner: Mutex::new(OutboxInner {
+                recent: VecDeque::with_capacity(capacity),
+                seen: HashSet::with_capacity(capacity * 10),
+                seen_order: VecDeque::with_capacity(capacity * 10),
+            }),
+            capacity,
+            sent,
+            duplicates,
+        })
+    }
+
+    /// Delivers a notification for `req` unless the order was already notified.
+    pub fn deliver(&self, req: &NotifyRequest) -> Delivery {
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if inner.seen.contains(&req.order_id) {
+            self.duplicates.inc();
+            return Delivery::Duplicate;
+        }
+        // Remember ten times more orders than we list, to catch late redeliveries.
+        if inner.seen_order.len() >= self.capacity * 10
+            && let Some(old) = inner.seen_order.pop_front()
+        {
+            inner.seen.remove(&old);
+        }
+        inner.seen.insert(req.order_id.clone());
+        inner.seen_order.push_back(req.order_id.clone());
+        let count: u32 = req.items.iter().map(|i| i.quantity).sum();
+        let n = Notification {
+            order_id: req.order_id.clone(),
+            customer: req.customer.clone(),
+            channel: "email".to_owned(),
+            message: format!(
+                "Your order {} of {count} item(s) is confirmed",
+                req.order_id
+            ),
+            sent_at: now_rfc3339(),
+        };
+        if inner.recent.len() >= self.capacity {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back(n);
+        self.sent.inc();
+        Delivery::Sent
+    }
+
+    /// Recent deliveries, newest first, and the counts.
+    pub fn snapshot(&self) -> (Vec<Notification>, u64, u64) {
+        let inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (
+            inner.recent.iter().rev().cloned().collect(),
+            self.sent.get(),
+            self.duplicates.get(),
+        )
+    }
+}
+
+async fn notify(
+    State(outbox): State<Arc<Outbox>>,
+    Json(req): Json<NotifyRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    if req.order_id.trim().is_empty() {
+        return Err(ApiError::validation("order_id must not be empty"));
+    }
+    let delivery = outbox.deliver(&req);
+    match delivery {
+        Delivery::Sent => {
+            tracing::info!(order_id = %req.order_id, customer = %req.customer, "notified {} about order {}", req.customer, req.order_id)
+        }
+        Delivery::Duplicate => {
+            tracing::info!(order_id = %req.order_id, "order {} was already notified; skipping", req.order_id)
+        }
+    }
+    let body = serde_json::json!({
+        "order_id": req.order_id,
+        "status": "notified",
+        "duplicate": delivery == Delivery::Duplicate,
+    });
+    Ok((StatusCode::ACCEPTED, Json(body)))
+}
+
+async fn list(State(outbox): State<Arc<Outbox>>) -> Json<serde_json::Value> {
+    let (recent, sent, duplicates) = outbox.snapshot();
+    Json(serde_json::json!({"sent": sent, "duplicates": duplicates, "recent": recent}))
+}
+
+/// The service, as `cloudmart_common::run` builds and runs it.
+pub struct Application;
+
+impl Service for Application {
+    const NAME: &'static str = NAME;
+    const PORT: EnvVar = PORT;
+    type Config = Config;
+
+    fn service_env_vars() -> Vec<EnvVar> {
+        let mut v = vec![
+            PORT,
+            NOTIFY_HISTORY,
+            NOTIFY_PREFETCH,
+            NOTIFY_MAX_ATTEMPTS,
+            NOTIFY_DELAY_MS,
+        ];
+        v.extend_from_slice(amqp::ENV);
+        v.extend_from_slice(chaos::ENV);
+        v
+    }
+
+    fn config(env: &dyn Env) -> Result<Config, ConfigError> {
+        Config::from_env(env)
+    }
+
+    async fn build(config: Config) -> Result<App, StartupError> {
+        let mut metrics = MetricsBuilder::new();
+        let outbox = Outbox::new(config.history, &mut metrics);
+        let chaos = Chaos::new(config.chaos, metrics.registry());
+        let mut workers = Workers::new();
+        let mut checks: Vec<Box<dyn cloudmart_common::health::Check>> = Vec::new();
+        if let Some(amqp) = config.amqp.clone() {
+            let settings = Settings {
+                prefetch: config.prefetch,
+                max_attempts: config.max_attempts,
+                delay: config.delay,
+                chaos: config.chaos,
+            };
+            let consumer = Consumer::new(amqp, settings, outbox.clone(), &mut metrics);
+            checks.push(Box::new(RabbitCheck::required(consumer.link())));
+            let span = tracing::info_span!(parent: None, "amqp.consumer", service = NAME);
+            workers.spawn(consumer.run(workers.stop_signal()).instrument(span));
+        }
+        let metrics = metrics.build();
+        let routes = Router::new()
+            .route("/notify", post(notify))
+            .route("/notifications", get(list))
+            .with_state(outbox)
+            .route_layer(middleware::from_fn_with_state(chaos, chaos::inject));
+        let health = Health::new(NAME, checks, metrics.clone());
+        let router = server::standard(NAME, routes, health, metrics, &config.server);
+        Ok(App::with_workers(
+            Server::bind(&config.server, router).await?,
+            workers,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(id: &str) -> NotifyRequest {
+        NotifyRequest {
+            order_id: id.to_owned(),
+            customer: "guest".to_owned(),
+            items: vec![],
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn without_amqp_url_it_serves_http_only_with_default_settings() {
+        let c = Config::from_env(&env(&[])).unwrap();
+        assert!(c.amqp.is_none());
+        assert_eq!((c.prefetch, c.max_attempts), (16, 5));
+        assert_eq!(c.delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn bad_consumer_settings_name_every_variable() {
+        let e = env(&[
+            ("AMQP_URL", "ftp://guest:hunter2@rabbitmq"),
+            ("NOTIFY_PREFETCH", "0"),
+            ("NOTIFY_MAX_ATTEMPTS", "many"),
+            ("NOTIFY_DELAY_MS", "-5"),
+        ]);
+        let line = Config::from_env(&e).unwrap_err().to_string();
+        for name in [
+            "AMQP_URL=<redacted>",
+            "NOTIFY_PREFETCH=\"0\"",
+            "NOTIFY_MAX_ATTEMPTS=\"many\"",
+            "NOTIFY_DELAY_MS=\"-5\"",
+        ] {
+            assert!(line.contains(name), "{name} missing from: {line}");
+        }
+        assert!(!line.contains("hunter2"), "{line}");
+    }
+
+    #[test]
+    fn the_same_order_is_notified_once_and_the_list_is_bounded() {
+        let mut m = MetricsBuilder::new();
+        let outbox = Outbox::new(3, &mut m);
+        assert_eq!(outbox.deliver(&req("a")), Delivery::Sent);
+        assert_eq!(outbox.deliver(&req("a")), Delivery::Duplicate);
+        for id in ["b", "c", "d"] {
+            outbox.deliver(&req(id));
+        }
+        let (recent, sent, dup) = outbox.snapshot();
+        let ids: Vec<_> = recent.iter().map(|n| n.order_id.as_str()).collect();
+        assert_eq!(ids, ["d", "c", "b"]);
+        assert_eq!((sent, dup), (4, 1));
+    }
+}

@@ -1,0 +1,457 @@
+//! order-service: validates an order, stores it through database-service and
+//! announces it to notification-service.
+//!
+//! Storing uses the common retry policy (`RETRY_*`). Every create carries an
+//! idempotency key, so a retried write can never store a second order: that
+//! is what makes retrying a POST safe at all. The workshop's retry storm
+//! comes from the same code with a policy that has no backoff.
+//!
+//! Announcing is off the request path: the order is answered as soon as it
+//! is stored, and its `notification` stays `pending` until it is announced.
+//! With `AMQP_URL` set, order-service publishes `order.created` to RabbitMQ
+//! (persistent, with publisher confirms, the trace context in the headers)
+//! and marks the order `published` once the broker confirms it; without it,
+//! it posts to notification-service's `/notify` and marks the order
+//! `notified`, so `make run` needs no broker. Either way the relay
+//! ([`relay`]) announces whatever is still pending after `RELAY_MIN_AGE_MS`,
+//! which is what makes a broker outage cost latency instead of
+//! notifications. A lost broker marks `/ready` `degraded`, not unready:
+//! orders are still taken, which is the point.
+
+mod publisher;
+mod relay;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use cloudmart_common::amqp::{self, AmqpConfig, RabbitCheck, Workers};
+use cloudmart_common::client::{self, ClientConfig, Downstream};
+use cloudmart_common::config::{ConfigError, Env, EnvReader, EnvVar, port_var};
+use cloudmart_common::error::{ApiError, Json};
+use cloudmart_common::health::{Health, HttpCheck};
+use cloudmart_common::metrics::MetricsBuilder;
+use cloudmart_common::model::{
+    NOTIFICATION_PENDING, NOTIFICATION_PUBLISHED, NOTIFICATION_SENT, NewOrder, Order, OrderItem,
+    OrderPage, PageQuery, validate_items,
+};
+use cloudmart_common::retry::{self, Backoff};
+use cloudmart_common::run::{App, Service, StartupError};
+use cloudmart_common::server::{self, Server, ServerConfig};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use reqwest::Method;
+use serde::Deserialize;
+use tracing::Instrument;
+
+use crate::publisher::Publisher;
+use crate::relay::Relay;
+
+/// The binary and image name.
+pub const NAME: &str = "order-service";
+/// `PORT`.
+pub const PORT: EnvVar = port_var("3000");
+/// `DATABASE_URL`.
+pub const DATABASE_URL: EnvVar = EnvVar::with_default(
+    "DATABASE_URL",
+    "http://database-service:8080",
+    "an http:// URL such as http://database-service:8080",
+    "Base URL of database-service",
+);
+/// `NOTIFICATION_URL`.
+pub const NOTIFICATION_URL: EnvVar = EnvVar::with_default(
+    "NOTIFICATION_URL",
+    "http://notification-service:3000",
+    "an http:// URL such as http://notification-service:3000",
+    "Base URL of notification-service (HTTP mode, when AMQP_URL is unset)",
+);
+/// `RELAY_INTERVAL_MS`.
+pub const RELAY_INTERVAL_MS: EnvVar = EnvVar::with_default(
+    "RELAY_INTERVAL_MS",
+    "1000",
+    "milliseconds from 10 to 60000",
+    "How often the relay looks for orders whose notification is still pending",
+);
+/// `RELAY_MIN_AGE_MS`.
+pub const RELAY_MIN_AGE_MS: EnvVar = EnvVar::with_default(
+    "RELAY_MIN_AGE_MS",
+    "2000",
+    "milliseconds from 0 to 3600000",
+    "How old a pending order must be before the relay announces it (younger ones are still on the request path)",
+);
+/// `RELAY_BATCH`.
+pub const RELAY_BATCH: EnvVar = EnvVar::with_default(
+    "RELAY_BATCH",
+    "200",
+    "a whole number from 1 to 1000",
+    "Pending orders the relay announces per pass; a full batch starts the next pass at once",
+);
+
+/// Configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listener and timeouts.
+    pub server: ServerConfig,
+    /// database-service.
+    pub database_url: String,
+    /// notification-service.
+    pub notification_url: String,
+    /// Outbound timeouts.
+    pub client: ClientConfig,
+    /// Retry policy for database writes and reads.
+    pub retry: Backoff,
+    /// RabbitMQ; `None` means HTTP mode.
+    pub amqp: Option<AmqpConfig>,
+    /// Time between relay passes.
+    pub relay_interval: Duration,
+    /// Minimum age of an order before the relay announces it.
+    pub relay_min_age: Duration,
+    /// Orders per relay pass.
+    pub relay_batch: usize,
+}
+
+impl Config {
+    /// Reads every variable, reporting all problems at once.
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let mut r = EnvReader::new(env);
+        let server = ServerConfig::from_env(&mut r, &PORT);
+        let database_url = r.url(&DATABASE_URL);
+        let notification_url = r.url(&NOTIFICATION_URL);
+        let client = ClientConfig::from_env(&mut r);
+        let retry = Backoff::from_env(&mut r);
+        let amqp = AmqpConfig::from_env(&mut r);
+        let relay_interval = r.int_in::<u64>(&RELAY_INTERVAL_MS, 10, 60_000);
+        let relay_min_age = r.millis(&RELAY_MIN_AGE_MS, 3_600_000);
+        let relay_batch = r.int_in::<usize>(&RELAY_BATCH, 1, 1000);
+        r.finish()?;
+        Ok(Self {
+            server,
+            database_url: database_url.unwrap_or_default(),
+            notification_url: notification_url.unwrap_or_default(),
+            client,
+            retry: retry.unwrap_or_default(),
+            amqp,
+            relay_interval: Duration::from_millis(relay_interval.unwrap_or(1000)),
+            relay_min_age: relay_min_age.unwrap_or(Duration::from_secs(2)),
+            relay_batch: relay_batch.unwrap_or(200),
+        })
+    }
+}
+
+/// How orders are announced.
+#[derive(Clone)]
+enum Notifier {
+    /// `POST /notify` on notification-service.
+    Http(Downstream),
+    /// `order.created` through RabbitMQ.
+    Amqp(Publisher),
+}
+
+#[derive(Clone)]
+struct AppState {
+    database: Downstream,
+    notifier: Notifier,
+}
+
+/// The body of `POST /orders`.
+#[derive(Debug, Deserialize)]
+struct CreateOrder {
+    items: Vec<OrderItem>,
+    #[serde(default)]
+    customer: Option<String>,
+}
+
+/// Error enum of this service.
+#[derive(Debug)]
+enum OrderError {
+    /// 422: the order is not acceptable.
+    Invalid(String),
+    /// A downstream failed; carries the 4xx/502/503/504 it maps to.
+    Downstream(ApiError),
+}
+
+impl From<ApiError> for OrderError {
+    fn from(e: ApiError) -> Self {
+        Self::Downstream(e)
+    }
+}
+
+impl IntoResponse for OrderError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Invalid(m) => ApiError::validation(m).into_response(),
+            Self::Downstream(e) => e.into_response(),
+        }
+    }
+}
+
+async fn create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<CreateOrder>,
+) -> Result<Response, OrderError> {
+    validate_items(&body.items).map_err(OrderError::Invalid)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 200)
+        .map_or_else(|| format!("order-{id}"), str::to_owned);
+    let new = NewOrder {
+        id,
+        customer: body.customer.unwrap_or_else(|| "guest".to_owned()),
+        items: body.items,
+        idempotency_key,
+    };
+    let (status, order): (_, Order) = s
+        .database
+        .call(Method::POST, "/orders", true, |r| r.json(&new))
+        .await?;
+    let replayed = status == StatusCode::OK;
+    if replayed {
+        tracing::info!(order_id = %order.id, "order {} replayed for its idempotency key", order.id);
+    } else {
+        tracing::info!(order_id = %order.id, customer = %order.customer, "order {} created", order.id);
+    }
+    if order.notification == NOTIFICATION_PENDING {
+        let span = tracing::info_span!("notify", order_id = %order.id);
+        tokio::spawn(notify(s.clone(), order.clone()).instrument(span));
+    }
+    let status = if replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let mut response = (status, Json(order)).into_response();
+    if replayed {
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            "true".parse().expect("static header value"),
+        );
+    }
+    Ok(response)
+}
+
+/// What notification-service receives, over HTTP or in a message.
+fn notify_body(order: &Order) -> serde_json::Value {
+    serde_json::json!({"order_id": order.id, "customer": order.customer, "items": order.items})
+}
+
+/// Sets the order's notification state in database-service.
+async fn mark(database: &Downstream, id: &str, state: &str) -> Result<(), ApiError> {
+    let body = serde_json::json!({"notification": state});
+    let path = format!("/orders/{}/notification", client::encode_component(id));
+    database
+        .call::<Order, _>(Method::PATCH, &path, true, |r| r.json(&body))
+        .await
+        .map(|_| ())
+}
+
+/// Announces the order (publish or `POST /notify`), then marks it. On
+/// failure it stays pending and the relay tries again later.
+async fn notify(s: AppState, order: Order) {
+    let state = match &s.notifier {
+        Notifier::Http(notification) => {
+            let body = notify_body(&order);
+            let delivered = notification
+                .call::<serde_json::Value, _>(Method::POST, "/notify", true, |r| r.json(&body))
+                .await;
+            if let Err(e) = delivered {
+                tracing::warn!(order_id = %order.id, error = %e.message, "notification for order {} not delivered; it stays pending: {}", order.id, e.message);
+                return;
+            }
+            NOTIFICATION_SENT
+        }
+        Notifier::Amqp(publisher) => {
+            let published = publisher
+                .publish(std::slice::from_ref(&order))
+                .await
+                .pop()
+                .unwrap_or(Err(publisher::PublishError::NotConnected));
+            if let Err(e) = published {
+                tracing::warn!(order_id = %order.id, error = %e, "order {} not published: {e}; it stays pending for the relay", order.id);
+                return;
+            }
+            tracing::info!(order_id = %order.id, "order {} published to RabbitMQ", order.id);
+            NOTIFICATION_PUBLISHED
+        }
+    };
+    if let Err(e) = mark(&s.database, &order.id, state).await {
+        tracing::warn!(order_id = %order.id, error = %e.message, "order {} was announced but could not be marked {state}: {}", order.id, e.message);
+    }
+}
+
+async fn get_one(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Order>, OrderError> {
+    let path = format!("/orders/{}", client::encode_component(&id));
+    let (_, order) = s.database.call(Method::GET, &path, true, |r| r).await?;
+    Ok(Json(order))
+}
+
+async fn list(
+    State(s): State<AppState>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<OrderPage>, OrderError> {
+    let path = q.forward("/orders").map_err(OrderError::Invalid)?;
+    let (_, page) = s.database.call(Method::GET, &path, true, |r| r).await?;
+    Ok(Json(page))
+}
+
+/// The service, as `cloudmart_common::run` builds and runs it.
+pub struct Application;
+
+impl Service for Application {
+    const NAME: &'static str = NAME;
+    const PORT: EnvVar = PORT;
+    type Config = Config;
+
+    fn service_env_vars() -> Vec<EnvVar> {
+        let mut v = vec![
+            PORT,
+            DATABASE_URL,
+            NOTIFICATION_URL,
+            RELAY_INTERVAL_MS,
+            RELAY_MIN_AGE_MS,
+            RELAY_BATCH,
+        ];
+        v.extend_from_slice(amqp::ENV);
+        v.extend_from_slice(retry::ENV);
+        v.extend_from_slice(client::ENV);
+        v
+    }
+
+    fn config(env: &dyn Env) -> Result<Config, ConfigError> {
+        Config::from_env(env)
+    }
+
+    async fn build(config: Config) -> Result<App, StartupError> {
+        let mut builder = MetricsBuilder::new();
+        let publisher = config
+            .amqp
+            .clone()
+            .map(|amqp| Publisher::new(amqp, &mut builder));
+        let relayed = Counter::default();
+        builder.registry().register(
+            "relay_published",
+            "Pending notifications the relay announced (published, or posted in HTTP mode)",
+            relayed.clone(),
+        );
+        let pending = Gauge::default();
+        builder.registry().register(
+            "notifications_pending",
+            "Orders whose notification was pending at the last relay pass (at most RELAY_BATCH)",
+            pending.clone(),
+        );
+        let metrics = builder.build();
+        let http = config.client.build();
+        let database = Downstream::new(
+            "database-service",
+            &config.database_url,
+            http.clone(),
+            config.retry,
+            metrics.client(),
+        );
+        let notifier = match &publisher {
+            Some(p) => Notifier::Amqp(p.clone()),
+            None => Notifier::Http(Downstream::new(
+                "notification-service",
+                &config.notification_url,
+                http.clone(),
+                Backoff::none(),
+                metrics.client(),
+            )),
+        };
+        let link = publisher.as_ref().map(Publisher::link);
+        let mut workers = Workers::new();
+        if let Some(p) = publisher {
+            let span = tracing::info_span!(parent: None, "amqp.publisher", service = NAME);
+            workers.spawn(p.maintain(workers.stop_signal()).instrument(span));
+        }
+        let relay = Relay {
+            database: database.clone(),
+            notifier: notifier.clone(),
+            interval: config.relay_interval,
+            min_age: config.relay_min_age,
+            batch: config.relay_batch,
+            relayed,
+            pending,
+        };
+        workers.spawn(relay.run(workers.stop_signal()));
+        let state = AppState { database, notifier };
+        let routes = Router::new()
+            .route("/orders", get(list).post(create))
+            .route("/orders/{id}", get(get_one))
+            .with_state(state);
+        let mut checks: Vec<Box<dyn cloudmart_common::health::Check>> = vec![Box::new(
+            HttpCheck::new("database-service", &config.database_url, http),
+        )];
+        if let Some(link) = &link {
+            checks.push(Box::new(RabbitCheck::optional(link.clone())));
+        }
+        let health = Health::new(NAME, checks, metrics.clone());
+        let router = server::standard(NAME, routes, health, metrics, &config.server);
+        Ok(App::with_workers(
+            Server::bind(&config.server, router).await?,
+            workers,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn without_amqp_url_it_notifies_over_http_with_the_default_relay() {
+        let c = Config::from_env(&env(&[])).unwrap();
+        assert!(c.amqp.is_none());
+        assert_eq!(c.relay_interval, Duration::from_millis(1000));
+        assert_eq!(c.relay_min_age, Duration::from_millis(2000));
+        assert_eq!(c.relay_batch, 200);
+    }
+
+    #[test]
+    fn amqp_mode_reads_the_broker_and_its_names() {
+        let c = Config::from_env(&env(&[
+            ("AMQP_URL", "amqp://guest:hunter2@rabbitmq:5672/%2f"),
+            ("AMQP_EXCHANGE", "shop.orders"),
+        ]))
+        .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"), "{c:?}");
+        let amqp = c.amqp.expect("AMQP mode");
+        assert_eq!(amqp.exchange, "shop.orders");
+        assert_eq!(amqp.queue, "notifications");
+    }
+
+    #[test]
+    fn bad_relay_settings_name_every_variable() {
+        let line = Config::from_env(&env(&[
+            ("RELAY_INTERVAL_MS", "5"),
+            ("RELAY_MIN_AGE_MS", "soon"),
+            ("RELAY_BATCH", "5000"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        for name in [
+            "RELAY_INTERVAL_MS=\"5\"",
+            "RELAY_MIN_AGE_MS=\"soon\"",
+            "RELAY_BATCH=\"5000\"",
+        ] {
+            assert!(line.contains(name), "{name} missing from: {line}");
+        }
+    }
+}

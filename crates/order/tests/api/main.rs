@@ -1,0 +1,3 @@
+//! Integration tests for order-service that run the real binary.
+
+mod process;

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Benchmarks CloudMart as it runs in production: six release binaries as
+# separate processes. Prints idle RSS per service, then drives a fixed-rate
+# load of POST /api/orders through the gateway with `cloudmart load` and
+# prints throughput, p50/p99 latency and RSS under load.
+#
+#   scripts/bench.sh                 embedded stores, HTTP notifications
+#   BENCH_INFRA=1 scripts/bench.sh   MongoDB (nx-27017), RabbitMQ and Redis
+#
+# Knobs: BENCH_RATE (orders/s, default 200), BENCH_SECONDS (default 20),
+# BENCH_PROFILE (default orders), BENCH_BASE_PORT (default 18080).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rate=${BENCH_RATE:-200}
+seconds=${BENCH_SECONDS:-20}
+profile=${BENCH_PROFILE:-orders}
+base=${BENCH_BASE_PORT:-18080}
+work=$(mktemp -d "${TMPDIR:-/tmp}/cloudmart-bench.XXXXXX")
+pids=()
+
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -f "$work/mongo.pid" ]; then scripts/mongo-test-server.sh stop "$work/mongo.pid" >/dev/null 2>&1 || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "building release binaries..." >&2
+cargo build --release --quiet --bins
+bin=target/release
+
+infra=()
+if [ "${BENCH_INFRA:-0}" = 1 ]; then
+  eval "$(scripts/mongo-test-server.sh "$work/mongo.pid")"
+  infra=(MONGODB_URI="$MONGODB_URI"
+         AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+         AMQP_EXCHANGE="bench.$$" AMQP_QUEUE="bench.$$"
+         REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}" REDIS_KEY_PREFIX="bench:$$:")
+fi
+
+# name port binary env...
+start() {
+  local name=$1 port=$2 binary=$3; shift 3
+  env -i PATH="$PATH" HOST=127.0.0.1 PORT="$port" RUST_LOG="${BENCH_RUST_LOG:-info}" ${BENCH_WORKER_THREADS:+TOKIO_WORKER_THREADS=$BENCH_WORKER_THREADS} "${infra[@]}" "$@" \
+    "$bin/$binary" >"$work/$name.log" 2>&1 &
+  pids+=("$!")
+  eval "pid_${name//-/_}=$!"
+  for _ in $(seq 1 200); do
+    if curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; then return 0; fi
+    if ! kill -0 "$!" 2>/dev/null; then echo "$name exited; its log:" >&2; cat "$work/$name.log" >&2; exit 1; fi
+    sleep 0.05
+  done
+  echo "$name did not become healthy on port $port" >&2; exit 1
+}
+
+db=$((base + 4)) notif=$((base + 5)) order=$((base + 3)) auth=$((base + 2)) api=$((base + 1)) gw=$base
+start database-service "$db" database-service DB_NAME=bench DATA_DIR="$work/data"
+start notification-service "$notif" notification-service
+start order-service "$order" order-service DATABASE_URL="http://127.0.0.1:$db" NOTIFICATION_URL="http://127.0.0.1:$notif"
+start auth-service "$auth" auth-service JWT_SECRET=bench-secret-bench-secret-bench-secret
+start api-service "$api" api-service AUTH_SERVICE_URL="http://127.0.0.1:$auth" ORDER_SERVICE_URL="http://127.0.0.1:$order"
+start gateway "$gw" gateway API_SERVICE_URL="http://127.0.0.1:$api" AUTH_SERVICE_URL="http://127.0.0.1:$auth"
+
+services=(gateway api-service auth-service order-service database-service notification-service)
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+pid_of() { local v="pid_${1//-/_}"; echo "${!v}"; }
+
+sleep 2
+declare -A idle
+for s in "${services[@]}"; do idle[$s]=$(rss_kib "$(pid_of "$s")"); done
+
+echo "load: $rate req/s of profile '$profile' for ${seconds}s through the gateway..." >&2
+"$bin/cloudmart" load --url "http://127.0.0.1:$gw" --rate "$rate" --duration-secs "$seconds" \
+  --profile "$profile" --json --quiet >"$work/report.json"
+
+mode="embedded stores, HTTP notifications"
+[ "${BENCH_INFRA:-0}" = 1 ] && mode="MongoDB (nx-27017) + RabbitMQ + Redis"
+echo
+echo "CloudMart benchmark ($mode; $(nproc) cores)"
+echo
+printf '%-22s %12s %16s\n' service "idle RSS" "peak RSS (load)"
+for s in "${services[@]}"; do
+  p=$(pid_of "$s")
+  awk -v s="$s" -v i="${idle[$s]}" -v h="$(hwm_kib "$p")" 'BEGIN { printf "%-22s %9.1f MiB %13.1f MiB\n", s, i / 1024, h / 1024 }'
+done
+echo
+python3 - "$work/report.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+l = r["latency_ms"]
+print(f"requested rate   {r['requested_rate']:.0f} req/s")
+print(f"achieved rate    {r['achieved_rate']:.1f} req/s over {r['elapsed_secs']:.1f} s")
+print(f"latency          p50 {l['p50']:.2f} ms   p90 {l['p90']:.2f} ms   p99 {l['p99']:.2f} ms   p99.9 {l['p99_9']:.2f} ms   max {l['max']:.2f} ms")
+print("statuses         " + ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items())))
+ok = sum(v for k, v in r["statuses"].items() if k.startswith("2"))
+print(f"success          {ok}/{r['scheduled']}")
+PY
