@@ -98,3 +98,11 @@ print("statuses         " + ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses
 ok = sum(v for k, v in r["statuses"].items() if k.startswith("2"))
 print(f"success          {ok}/{r['scheduled']}")
 PY
+
+# Fault 7 under a database-service whose capacity is pinned (2 slots of
+# 20 ms: 100 requests/s) at 60 orders/s with half the writes failing: the
+# broken retry policy against the healthy one, as real processes.
+echo
+echo "fault 7: 60 orders/s, database-service capped at 100 requests/s, CHAOS_FAILURE_RATE=0.5"
+cargo test --release --quiet -p cloudmart-order --test api retry_storm -- --nocapture 2>&1 \
+  | grep -E '^(storm|backoff):' || echo "the retry-storm run failed; run it alone: cargo test -p cloudmart-order --test api retry_storm" >&2
