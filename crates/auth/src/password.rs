@@ -24,6 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 /// A hash of a fixed password, verified against when the user is unknown so
 /// that unknown and known names cost the same time.
@@ -60,6 +61,7 @@ impl Pool {
 /// Hashes and verifies passwords on the blocking pool.
 #[derive(Clone)]
 pub struct Hasher {
+    concurrency: usize,
     permits: Arc<Semaphore>,
     pool: Arc<Pool>,
     inflight: Gauge,
@@ -83,6 +85,7 @@ impl Hasher {
             duration.clone(),
         );
         Self {
+            concurrency,
             permits: Arc::new(Semaphore::new(concurrency)),
             pool: Arc::new(Pool::default()),
             inflight,
@@ -91,27 +94,52 @@ impl Hasher {
         }
     }
 
-    async fn run<T, F>(&self, work: F) -> Result<T, String>
+    /// Runs `work` on the blocking pool inside an "argon2 {what}" span that
+    /// shows what each hash costs: its memory (19 MiB at the default
+    /// parameters), how many hashes were running with it, and how long it
+    /// waited for one of the `AUTH_HASH_CONCURRENCY` slots.
+    async fn run<T, F>(&self, what: &'static str, work: F) -> Result<T, String>
     where
         T: Send + 'static,
         F: FnOnce(&Pool) -> Result<T, String> + Send + 'static,
     {
         let started = Instant::now();
+        let span = tracing::info_span!(
+            "argon2",
+            otel.name = %format!("argon2 {what}"),
+            auth.hash.concurrency = i64::try_from(self.concurrency).unwrap_or(i64::MAX),
+            auth.hash.inflight = tracing::field::Empty,
+            auth.hash.wait_ms = tracing::field::Empty,
+            argon2.memory_kib = tracing::field::Empty,
+            argon2.iterations = tracing::field::Empty,
+            argon2.parallelism = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
         let permit = self
             .permits
             .clone()
             .acquire_owned()
+            .instrument(span.clone())
             .await
             .map_err(|_| "the hashing pool is closed".to_owned())?;
+        span.record(
+            "auth.hash.wait_ms",
+            i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+        );
         let inflight = self.inflight.clone();
         let pool = self.pool.clone();
         inflight.inc();
+        span.record("auth.hash.inflight", inflight.get());
         // The permit moves into the blocking task: if the request is dropped
         // (client gone, timeout), the hash still runs to the end and keeps
         // its permit, so the bound on concurrent hashes, and on their memory,
         // holds even under cancellation.
         let result = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
             let result = work(&pool);
+            if result.is_err() {
+                span.record("otel.status_code", "ERROR");
+            }
             inflight.dec();
             drop(permit);
             result
@@ -123,14 +151,15 @@ impl Hasher {
 
     /// The PHC string of `password` with a fresh salt.
     pub async fn hash(&self, password: String) -> Result<String, String> {
-        self.run(move |pool| hash_with(pool, &password)).await
+        self.run("hash", move |pool| hash_with(pool, &password))
+            .await
     }
 
     /// Whether `password` matches `stored`; with no stored hash, verifies
     /// against a decoy and returns false.
     pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, String> {
         let decoy = self.decoy.clone();
-        self.run(move |pool| {
+        self.run("verify", move |pool| {
             let (phc, real) = match stored {
                 Some(s) => (s, true),
                 None => (decoy_hash(pool, &decoy)?, false),
@@ -141,6 +170,15 @@ impl Hasher {
     }
 }
 
+/// Puts the cost of a hash on the current ("argon2 ...") span.
+fn record_params(params: &Params) {
+    let span = tracing::Span::current();
+    // i64: tracing-opentelemetry exports other integer types as strings.
+    span.record("argon2.memory_kib", i64::from(params.m_cost()));
+    span.record("argon2.iterations", i64::from(params.t_cost()));
+    span.record("argon2.parallelism", i64::from(params.p_cost()));
+}
+
 fn argon2id(params: Params) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
@@ -148,6 +186,7 @@ fn argon2id(params: Params) -> Argon2<'static> {
 /// Hashes with OWASP's parameters into a PHC string, using pooled memory.
 fn hash_with(pool: &Pool, password: &str) -> Result<String, String> {
     let params = Params::default();
+    record_params(&params);
     let salt = SaltString::generate(&mut OsRng);
     let mut salt_buf = [0u8; 64];
     let salt_bytes = salt
@@ -184,6 +223,7 @@ fn verify_with(pool: &Pool, password: &str, phc: &str) -> Result<bool, String> {
         ));
     }
     let params = Params::try_from(&parsed).map_err(|e| format!("stored hash parameters: {e}"))?;
+    record_params(&params);
     let version = Version::try_from(parsed.version.unwrap_or(0x13))
         .map_err(|e| format!("stored hash version: {e}"))?;
     let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {

@@ -371,11 +371,19 @@ pub fn trace_context(headers: Option<&FieldTable>) -> opentelemetry::Context {
     crate::telemetry::extract_map(&string_headers(headers))
 }
 
-/// Makes `span` (a consumer span) a child of the publisher's span carried
-/// in `headers`. A message without a trace context starts its own trace.
-pub fn set_remote_parent(span: &tracing::Span, headers: Option<&FieldTable>) {
+/// Makes `span` (a consumer span of `service`) a child of the publisher's
+/// span carried in `headers`, so the order's trace goes on through the
+/// broker. A message without a trace context starts its own trace.
+pub fn set_remote_parent(
+    span: &tracing::Span,
+    headers: Option<&FieldTable>,
+    service: &'static str,
+) {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let _ = span.set_parent(trace_context(headers));
+    let _ = span.set_parent(crate::telemetry::in_service(
+        trace_context(headers),
+        service,
+    ));
 }
 
 /// Failed attempts recorded in `x-attempts`; absent or unreadable is 0.

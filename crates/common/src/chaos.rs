@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::metrics::counter::Counter;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::{EnvReader, EnvVar};
 use crate::error::ApiError;
@@ -85,12 +86,21 @@ impl Chaos {
 pub async fn inject(State(chaos): State<Arc<Chaos>>, req: Request, next: Next) -> Response {
     let config = chaos.config;
     if !config.latency.is_zero() {
+        // On the server span, so a slow hop says it was slowed on purpose.
+        tracing::Span::current().set_attribute(
+            "chaos.latency_ms",
+            i64::try_from(config.latency.as_millis()).unwrap_or(i64::MAX),
+        );
         tokio::time::sleep(config.latency).await;
     }
     if config.failure_rate > 0.0 && fastrand::f64() < config.failure_rate {
         chaos.injected.inc();
+        // The server span gets the attribute (searchable in a trace UI) and
+        // this line becomes its event, with chaos.injected on it too.
+        tracing::Span::current().set_attribute("chaos.injected", true);
         tracing::info!(
             chaos.injected = true,
+            chaos.failure_rate = config.failure_rate,
             "chaos: answering {} {} with an injected 500",
             req.method(),
             req.uri().path()

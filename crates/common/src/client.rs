@@ -177,20 +177,51 @@ fn classify(downstream: &'static str, e: &reqwest::Error) -> TransportError {
 #[derive(Debug)]
 enum Failure {
     Transport(TransportError),
-    Status(Response),
+    /// A retryable status from the named downstream.
+    Status(&'static str, Response),
 }
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Transport(t) => t.fmt(f),
-            Self::Status(r) => write!(
-                f,
-                "{} answered {}",
-                r.url().host_str().unwrap_or("downstream"),
-                r.status().as_u16()
-            ),
+            Self::Status(name, r) => write!(f, "{name} answered {}", r.status().as_u16()),
         }
+    }
+}
+
+/// The low-cardinality form of a request path for span names and
+/// `url.template`: no query, and segments that look like ids (any digit,
+/// an upper-case letter or a percent escape, or over 24 characters) become
+/// `{id}`, so `/orders/0193a7f2-...` is `/orders/{id}`.
+pub fn path_template(path: &str) -> String {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let segments: Vec<&str> = path
+        .split('/')
+        .map(|seg| {
+            let id_like = seg.len() > 24
+                || seg
+                    .bytes()
+                    .any(|b| b.is_ascii_digit() || b.is_ascii_uppercase() || b == b'%');
+            if id_like { "{id}" } else { seg }
+        })
+        .collect();
+    let joined = segments.join("/");
+    if joined.is_empty() {
+        "/".to_owned()
+    } else {
+        joined
+    }
+}
+
+/// `server.address` and `server.port` of a base URL.
+fn address_of(base_url: &str) -> (String, Option<u16>) {
+    match reqwest::Url::parse(base_url) {
+        Ok(url) => (
+            url.host_str().unwrap_or_default().to_owned(),
+            url.port_or_known_default(),
+        ),
+        Err(_) => (base_url.to_owned(), None),
     }
 }
 
@@ -199,6 +230,8 @@ impl std::fmt::Display for Failure {
 pub struct Downstream {
     name: &'static str,
     base_url: String,
+    address: String,
+    port: Option<u16>,
     client: reqwest::Client,
     retry: Backoff,
     metrics: ClientMetrics,
@@ -222,9 +255,13 @@ impl Downstream {
         retry: Backoff,
         metrics: ClientMetrics,
     ) -> Self {
+        let base_url = base_url.into();
+        let (address, port) = address_of(&base_url);
         Self {
             name,
-            base_url: base_url.into(),
+            base_url,
+            address,
+            port,
             client,
             retry,
             metrics,
@@ -265,22 +302,35 @@ impl Downstream {
     {
         let url = format!("{}{}", self.base_url, path);
         let what = format!("{method} {} {path}", self.name);
+        let template = path_template(path);
+        let span_name = format!("{method} {template}");
         let result = retry(&self.retry, &what, |attempt| {
             if attempt > 1 {
                 self.metrics.retried(self.name);
             }
+            // One client span per attempt (OpenTelemetry HTTP client
+            // semantic conventions): siblings under the caller's span, a
+            // resend carrying `http.request.resend_count`. Integers go in as
+            // i64, which tracing-opentelemetry exports as integers.
             let span = tracing::info_span!(
                 "http.client",
-                otel.name = %method,
+                otel.name = %span_name,
                 otel.kind = "client",
                 peer.service = self.name,
                 http.request.method = %method,
+                server.address = %self.address,
+                server.port = self.port.map(i64::from),
                 url.full = %url,
-                http.request.resend_count = attempt - 1,
+                url.template = %template,
+                attempt = i64::from(attempt),
+                http.request.resend_count = tracing::field::Empty,
                 http.response.status_code = tracing::field::Empty,
                 otel.status_code = tracing::field::Empty,
                 error.type = tracing::field::Empty,
             );
+            if attempt > 1 {
+                span.record("http.request.resend_count", i64::from(attempt - 1));
+            }
             let mut headers = http::HeaderMap::new();
             crate::telemetry::inject(&span, &mut headers);
             let request = build(self.client.request(method.clone(), &url)).headers(headers);
@@ -316,9 +366,11 @@ impl Downstream {
                         let status = response.status();
                         metrics.observe(name, status.as_str(), elapsed);
                         let current = tracing::Span::current();
-                        current.record("http.response.status_code", status.as_u16());
-                        if status.is_server_error() {
+                        current.record("http.response.status_code", i64::from(status.as_u16()));
+                        // For a client every 4xx and 5xx is an error.
+                        if status.is_client_error() || status.is_server_error() {
                             current.record("otel.status_code", "ERROR");
+                            current.record("error.type", status.as_str());
                         }
                         let retryable = matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504);
                         if retryable && idempotent {
@@ -328,7 +380,7 @@ impl Downstream {
                                 .and_then(|v| v.to_str().ok())
                                 .and_then(parse_retry_after);
                             Attempt::Retryable {
-                                error: Failure::Status(response),
+                                error: Failure::Status(name, response),
                                 retry_after,
                             }
                         } else {
@@ -341,7 +393,7 @@ impl Downstream {
         })
         .await;
         match result {
-            Ok(response) | Err(Failure::Status(response)) => Ok(response),
+            Ok(response) | Err(Failure::Status(_, response)) => Ok(response),
             Err(Failure::Transport(t)) => Err(t),
         }
     }
@@ -458,6 +510,33 @@ pub fn encode_component(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_templates_hide_ids_and_queries() {
+        assert_eq!(path_template("/orders"), "/orders");
+        assert_eq!(
+            path_template("/orders/0193a7f2-7c1e-7d4e-9b1a-3f5c2d1e0a9b/notification"),
+            "/orders/{id}/notification"
+        );
+        assert_eq!(
+            path_template("/notifications/pending?limit=100"),
+            "/notifications/pending"
+        );
+        assert_eq!(path_template("/api/orders/a%20b"), "/api/orders/{id}");
+        assert_eq!(path_template(""), "/");
+    }
+
+    #[test]
+    fn server_address_and_port_come_from_the_base_url() {
+        assert_eq!(
+            address_of("http://database-service:8080"),
+            ("database-service".to_owned(), Some(8080))
+        );
+        assert_eq!(
+            address_of("http://auth-service"),
+            ("auth-service".to_owned(), Some(80))
+        );
+    }
 
     #[test]
     fn encode_component_escapes_reserved_characters() {

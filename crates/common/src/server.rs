@@ -153,27 +153,54 @@ async fn observe(State(obs): State<Observer>, req: Request, next: Next) -> Respo
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    let matched = req.extensions().get::<MatchedPath>().is_some();
+    let (server_address, server_port) = host_and_port(req.headers());
+    let client_address = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    // OpenTelemetry HTTP server semantic conventions: "{method} {route}",
+    // or the method alone when no route matched.
     let span = tracing::info_span!(
         "http.server",
-        otel.name = %format!("{method} {route}"),
+        otel.name = %if matched { format!("{method} {route}") } else { method.to_string() },
         otel.kind = "server",
         service = obs.service,
         http.request.method = %method,
-        http.route = %route,
+        http.route = tracing::field::Empty,
         url.path = %path,
+        url.scheme = "http",
+        server.address = server_address.as_deref(),
+        server.port = server_port.map(i64::from),
+        client.address = client_address.as_deref(),
         http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
         request_id = %request_id,
     );
-    let _ = span.set_parent(crate::telemetry::extract(req.headers()));
+    if matched {
+        span.record("http.route", route.as_str());
+    }
+    let parent = crate::telemetry::server_parent(obs.service, req.headers());
+    // Probes and scrapes arrive every few seconds per pod: keep them out of
+    // the exported traces so the requests that matter stay easy to find.
+    let parent = if PROBE_ROUTES.contains(&route.as_str()) {
+        crate::telemetry::untraced(parent)
+    } else {
+        parent
+    };
+    let _ = span.set_parent(parent);
 
     let mut response = next.run(req).instrument(span.clone()).await;
 
     let status = response.status();
     let elapsed = started.elapsed();
-    span.record("http.response.status_code", status.as_u16());
+    // Integers as i64: tracing-opentelemetry exports other integer types as strings.
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    // 4xx is the client's mistake, not this server's: only 5xx is an error.
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
+        span.record("error.type", status.as_str());
     }
     if let Some(tp) = crate::telemetry::traceparent(&span)
         && let Ok(value) = HeaderValue::from_str(&tp)
@@ -208,6 +235,23 @@ async fn observe(State(obs): State<Observer>, req: Request, next: Next) -> Respo
         }
     });
     response
+}
+
+/// `server.address` and `server.port` from the `Host` header.
+fn host_and_port(headers: &axum::http::HeaderMap) -> (Option<String>, Option<u16>) {
+    let Some(host) = headers
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return (None, None);
+    };
+    match host
+        .rsplit_once(':')
+        .and_then(|(name, port)| Some((name, port.parse::<u16>().ok()?)))
+    {
+        Some((name, port)) => (Some(name.to_owned()), Some(port)),
+        None => (Some(host.to_owned()), None),
+    }
 }
 
 /// A bound listener plus the router it will serve.

@@ -30,11 +30,12 @@ use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use mongodb::bson::{Document, doc};
 use mongodb::error::{Error as DriverError, ErrorKind, WriteFailure};
-use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
+use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument, ServerAddress};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use crate::store::{Inserted, OrderStore, StoreError};
 
@@ -77,6 +78,8 @@ pub const ENV: &[EnvVar] = &[
 
 /// The collection orders live in.
 const COLLECTION: &str = "orders";
+/// Commands that act on the whole database, not on [`COLLECTION`].
+const DATABASE_COMMANDS: [&str; 2] = ["ping", "dropDatabase"];
 /// Server error code of a unique-index violation (E11000).
 const DUPLICATE_KEY: i32 = 11000;
 /// Server error codes that mean "this node cannot serve now" (shutting down,
@@ -162,6 +165,10 @@ impl From<OrderDoc> for Order {
 struct Shared {
     db: Database,
     orders: Collection<OrderDoc>,
+    /// `db.namespace`, `server.address` and `server.port` of every span.
+    namespace: String,
+    address: String,
+    port: Option<u16>,
     /// Set once the indexes exist; until then every insert tries to create them.
     indexes: OnceCell<()>,
     /// Upper bound for one operation, so a hung server cannot hang a request.
@@ -206,12 +213,20 @@ impl MongoStore {
         if options.app_name.is_none() {
             options.app_name = Some(crate::NAME.to_owned());
         }
+        let (address, port) = match options.hosts.first() {
+            Some(ServerAddress::Tcp { host, port }) => (host.clone(), Some(port.unwrap_or(27017))),
+            Some(other) => (other.to_string(), None),
+            None => (String::new(), None),
+        };
         let client = Client::with_options(options).map_err(|e| {
             StoreError::Internal(format!("cannot create the MongoDB client: {}", e.kind))
         })?;
         let db = client.database(db_name);
         let shared = Arc::new(Shared {
             orders: db.collection(COLLECTION),
+            namespace: db_name.to_owned(),
+            address,
+            port,
             db,
             indexes: OnceCell::new(),
             op_timeout: opts.server_selection_timeout + opts.connect_timeout + OPERATION_GRACE,
@@ -250,7 +265,15 @@ impl MongoStore {
             created_at,
         };
         let s = &self.shared;
-        match timed(s.op_timeout, s.orders.insert_one(&doc)).await {
+        let span = s.span("insert");
+        let inserted = timed(s.op_timeout, s.orders.insert_one(&doc))
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &inserted {
+            // A duplicate key is an idempotent replay, not a failure.
+            record_error(&span, e, !is_duplicate_key(e));
+        }
+        match inserted {
             Ok(_) => Ok(Inserted::Created(doc.into())),
             Err(e) if is_duplicate_key(&e) => self.existing(&doc).await.map(Inserted::Existing),
             Err(e) => Err(classify("insert", &e)),
@@ -293,15 +316,43 @@ impl MongoStore {
 }
 
 impl Shared {
-    /// Runs one driver operation with the operation timeout and `classify`.
+    /// Runs one driver operation, inside its client span, with the
+    /// operation timeout and `classify`. `what` is the MongoDB command name.
     async fn run<T>(
         &self,
         what: &str,
         op: impl IntoFuture<Output = mongodb::error::Result<T>>,
     ) -> Result<T, StoreError> {
+        let span = self.span(what);
         timed(self.op_timeout, op)
+            .instrument(span.clone())
             .await
-            .map_err(|e| classify(what, &e))
+            .map_err(|e| {
+                record_error(&span, &e, true);
+                classify(what, &e)
+            })
+    }
+
+    /// A client span for the command `operation`, following the
+    /// OpenTelemetry database semantic conventions: "{operation} {collection}"
+    /// (the database for commands on the whole database).
+    fn span(&self, operation: &str) -> tracing::Span {
+        let collection = (!DATABASE_COMMANDS.contains(&operation)).then_some(COLLECTION);
+        let target = collection.unwrap_or(self.namespace.as_str());
+        tracing::info_span!(
+            "mongodb",
+            otel.name = %format!("{operation} {target}"),
+            otel.kind = "client",
+            db.system.name = "mongodb",
+            db.operation.name = operation,
+            db.collection.name = collection,
+            db.namespace = %self.namespace,
+            server.address = %self.address,
+            server.port = self.port.map(i64::from),
+            db.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        )
     }
 
     /// Creates the indexes unless that already happened (it is idempotent
@@ -396,6 +447,33 @@ async fn timed<T>(
     tokio::time::timeout(limit, op.into_future())
         .await
         .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
+}
+
+/// Records a failed operation on its span: the server's error code when
+/// there is one, and, when `failed`, the error status and a short
+/// `error.type` (`timeout`, `connection`, `server_selection`, the code).
+fn record_error(span: &tracing::Span, e: &DriverError, failed: bool) {
+    let code = match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        ErrorKind::Command(c) => Some(c.code),
+        _ => None,
+    };
+    if let Some(code) = code {
+        span.record("db.response.status_code", code.to_string().as_str());
+    }
+    if !failed {
+        return;
+    }
+    let kind = match (e.kind.as_ref(), code) {
+        (_, Some(code)) => code.to_string(),
+        (ErrorKind::Io(io), _) if io.kind() == std::io::ErrorKind::TimedOut => "timeout".to_owned(),
+        (ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. }, _) => "connection".to_owned(),
+        (ErrorKind::ServerSelection { .. }, _) => "server_selection".to_owned(),
+        (ErrorKind::DnsResolve { .. }, _) => "dns".to_owned(),
+        _ => "_OTHER".to_owned(),
+    };
+    span.record("otel.status_code", "ERROR");
+    span.record("error.type", kind.as_str());
 }
 
 /// Whether `e` is a unique-index violation (E11000).

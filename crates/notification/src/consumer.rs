@@ -143,6 +143,12 @@ impl Consumer {
             "Message processing attempts that failed, by reason",
             metrics.failed.clone(),
         );
+        // Every reason at 0 from the start, so rate() sees the first failure.
+        for reason in ["invalid_payload", "invalid_order", "chaos_injected"] {
+            let _ = metrics.failed.get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            });
+        }
         r.register(
             "notifications_dead_lettered",
             "Messages rejected to the dead-letter queue after NOTIFY_MAX_ATTEMPTS failures",
@@ -302,24 +308,31 @@ impl Consumer {
             .as_ref()
             .map(|m| m.as_str().to_owned())
             .unwrap_or_default();
+        // OpenTelemetry messaging semantic conventions: "process {queue}",
+        // a consumer span whose parent is the publish span in the headers.
         let span = tracing::info_span!(
             parent: None,
             "order.created process",
             service = NAME,
-            otel.name = "order.created process",
+            otel.name = %format!("process {}", self.config.queue),
             otel.kind = "consumer",
             otel.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
             messaging.system = "rabbitmq",
             messaging.operation.type = "process",
+            messaging.operation.name = "process",
             messaging.destination.name = %self.config.exchange,
             messaging.destination.subscription.name = %self.config.queue,
+            messaging.rabbitmq.destination.routing_key = delivery.routing_key.as_str(),
             messaging.message.id = %message_id,
-            messaging.rabbitmq.message.delivery_tag = delivery.delivery_tag,
+            messaging.message.body.size = i64::try_from(delivery.data.len()).unwrap_or(i64::MAX),
+            messaging.rabbitmq.message.delivery_tag = i64::try_from(delivery.delivery_tag).unwrap_or(i64::MAX),
             messaging.message.redelivered = delivery.redelivered,
-            attempt,
+            attempt = i64::from(attempt),
+            chaos.injected = tracing::field::Empty,
             order_id = tracing::field::Empty,
         );
-        amqp::set_remote_parent(&span, headers);
+        amqp::set_remote_parent(&span, headers, NAME);
         async {
             match self.process(&delivery).await {
                 Ok(()) => {
@@ -328,7 +341,12 @@ impl Consumer {
                     }
                 }
                 Err(failure) => {
-                    tracing::Span::current().record("otel.status_code", "ERROR");
+                    let current = tracing::Span::current();
+                    current.record("otel.status_code", "ERROR");
+                    current.record("error.type", failure.reason());
+                    if matches!(failure, Failure::Chaos) {
+                        current.record("chaos.injected", true);
+                    }
                     self.metrics
                         .failed
                         .get_or_create(&ReasonLabels {

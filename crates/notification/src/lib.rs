@@ -178,7 +178,7 @@ impl Outbox {
             sent.clone(),
         );
         metrics.registry().register(
-            "notifications_duplicate",
+            "notifications_duplicates",
             "Notifications skipped because the order was already notified",
             duplicates.clone(),
         );
@@ -315,6 +315,7 @@ impl Service for Application {
             let consumer = Consumer::new(amqp, settings, outbox.clone(), &mut metrics);
             checks.push(Box::new(RabbitCheck::required(consumer.link())));
             let span = tracing::info_span!(parent: None, "amqp.consumer", service = NAME);
+            cloudmart_common::telemetry::begin_untraced(&span, NAME);
             workers.spawn(consumer.run(workers.stop_signal()).instrument(span));
         }
         let metrics = metrics.build();

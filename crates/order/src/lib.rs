@@ -338,7 +338,7 @@ impl Service for Application {
             .map(|amqp| Publisher::new(amqp, &mut builder));
         let relayed = Counter::default();
         builder.registry().register(
-            "relay_published",
+            "relay_notifications_announced",
             "Pending notifications the relay announced (published, or posted in HTTP mode)",
             relayed.clone(),
         );
@@ -371,6 +371,7 @@ impl Service for Application {
         let mut workers = Workers::new();
         if let Some(p) = publisher {
             let span = tracing::info_span!(parent: None, "amqp.publisher", service = NAME);
+            cloudmart_common::telemetry::begin_untraced(&span, NAME);
             workers.spawn(p.maintain(workers.stop_signal()).instrument(span));
         }
         let relay = Relay {

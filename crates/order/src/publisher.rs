@@ -103,6 +103,18 @@ impl Publisher {
             "order.created messages not published, by reason; the order stays pending for the relay",
             failures.clone(),
         );
+        // Every reason at 0 from the start, so rate() sees the first failure.
+        for reason in [
+            "not_connected",
+            "nack",
+            "unroutable",
+            "timeout",
+            "broker_error",
+        ] {
+            let _ = failures.get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            });
+        }
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -223,14 +235,20 @@ impl Publisher {
         };
         let mut bodies = Vec::with_capacity(orders.len());
         let mut spans = Vec::with_capacity(orders.len());
+        // OpenTelemetry messaging semantic conventions: one producer span
+        // per message, "publish {exchange}". `messaging.operation.type` is
+        // "send", the value that replaced "publish" in semconv 1.27.
+        let span_name = format!("publish {exchange}");
         for order in orders {
             let span = tracing::info_span!(
                 "order.created publish",
-                otel.name = "order.created publish",
+                otel.name = %span_name,
                 otel.kind = "producer",
                 otel.status_code = tracing::field::Empty,
+                error.type = tracing::field::Empty,
                 messaging.system = "rabbitmq",
-                messaging.operation.type = "publish",
+                messaging.operation.type = "send",
+                messaging.operation.name = "publish",
                 messaging.destination.name = %exchange,
                 messaging.rabbitmq.destination.routing_key = amqp::ROUTING_KEY,
                 messaging.message.id = %order.id,
@@ -277,6 +295,7 @@ impl Publisher {
             };
             if let Err(e) = &result {
                 span.record("otel.status_code", "ERROR");
+                span.record("error.type", e.reason());
                 span.in_scope(|| tracing::debug!(error = %e, "publish failed: {e}"));
             }
             result

@@ -24,6 +24,7 @@ use cloudmart_common::amqp;
 use cloudmart_common::client::Downstream;
 use cloudmart_common::model::{NOTIFICATION_PUBLISHED, NOTIFICATION_SENT, Order};
 use cloudmart_common::retry::{Backoff, Jitter};
+use cloudmart_common::telemetry;
 use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -77,7 +78,11 @@ impl Relay {
                 () = amqp::stopped(&mut stop) => return,
                 () = tokio::time::sleep(wait) => {}
             }
-            let span = tracing::info_span!(parent: None, "relay", service = NAME);
+            // Looking for pending work is not exported: an idle relay would
+            // otherwise add a trace every interval. A pass that announces
+            // something starts a trace of its own (see `pass`).
+            let span = tracing::info_span!(parent: None, "relay.poll", service = NAME);
+            telemetry::begin_untraced(&span, NAME);
             match self.pass().instrument(span).await {
                 Ok(pass) => {
                     failures = 0;
@@ -118,6 +123,13 @@ impl Relay {
         if due.is_empty() {
             return Ok(Pass::default());
         }
+        let announce = tracing::info_span!(parent: None, "relay", service = NAME, due = due.len());
+        telemetry::begin_trace(&announce, NAME);
+        self.announce(due, listed).instrument(announce).await
+    }
+
+    /// Announces `due` (of `listed` pending) and records what came of it.
+    async fn announce(&self, due: Vec<Order>, listed: usize) -> Result<Pass, ()> {
         let started = Instant::now();
         let mut publish_ms = 0;
         let (announced, failed, first_error) = match &self.notifier {

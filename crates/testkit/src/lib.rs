@@ -6,9 +6,11 @@
 //!   signal it and reap it;
 //! - [`logs::logs`] to capture every JSON log line the services write;
 //! - [`proxy::TcpProxy`] to cut and restore a connection to a real server;
-//! - [`servers::require`] to find a real server or skip (fail under CI).
+//! - [`servers::require`] to find a real server or skip (fail under CI);
+//! - [`otlp::Collector`] to receive the spans the services export.
 
 pub mod logs;
+pub mod otlp;
 pub mod proxy;
 pub mod servers;
 

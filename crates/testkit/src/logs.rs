@@ -1,6 +1,7 @@
 //! One capture of every JSON log line written in a test binary, so tests can
 //! assert on what the services logged (a trace id in every hop, a warning
 //! naming Redis). `TEST_LOG=1` also echoes the lines to stdout.
+//! [`logs_and_traces`] also exports the spans to an in-test OTLP collector.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -8,6 +9,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use cloudmart_common::telemetry::{self, TelemetryGuard};
 use serde_json::Value;
+
+use crate::otlp::{self, Collector};
 
 /// Every log line written by any service in this test binary.
 #[derive(Clone, Default)]
@@ -65,21 +68,68 @@ impl Write for Sink {
     }
 }
 
+/// What [`logs`] or [`logs_and_traces`] installed, once per test binary.
+struct Capture {
+    logs: Logs,
+    traces: Option<&'static Collector>,
+    _guard: Option<TelemetryGuard>,
+}
+
+static CAPTURE: OnceLock<Capture> = OnceLock::new();
+
 /// The capture, installed as the process's subscriber on first use.
 pub fn logs() -> Logs {
-    static LOGS: OnceLock<(Logs, Option<TelemetryGuard>)> = OnceLock::new();
-    LOGS.get_or_init(|| {
+    capture(false).logs.clone()
+}
+
+/// The capture plus span export to the binary's [`otlp::global`]
+/// collector, installed on first use.
+///
+/// The subscriber is installed once per process, so in a binary that uses
+/// this, every test must call it before anything calls [`logs`]; otherwise
+/// this panics saying so.
+pub fn logs_and_traces() -> (Logs, &'static Collector) {
+    let capture = capture(true);
+    let traces = capture.traces.unwrap_or_else(|| {
+        panic!(
+            "the log capture was installed by logs(), without span export; \
+             call logs_and_traces() first in every test of this binary"
+        )
+    });
+    (capture.logs.clone(), traces)
+}
+
+fn capture(export: bool) -> &'static Capture {
+    CAPTURE.get_or_init(|| {
         let logs = Logs::default();
         let echo = std::env::var("TEST_LOG").is_ok_and(|v| v == "1");
-        let env = HashMap::from([("RUST_LOG".to_owned(), "info".to_owned())]);
+        let mut env = HashMap::from([("RUST_LOG".to_owned(), "info".to_owned())]);
+        let traces = export.then(otlp::global);
+        if let Some(collector) = traces {
+            env.insert(
+                telemetry::OTEL_EXPORTER_OTLP_ENDPOINT.name.to_owned(),
+                collector.endpoint().to_owned(),
+            );
+        }
         let sink_logs = logs.clone();
-        let guard = telemetry::init_with_writer("tests", &env, move || Sink {
+        let writer = move || Sink {
             logs: sink_logs.clone(),
             echo,
-        })
+        };
+        // The batch exporter runs on the runtime current at init; the
+        // collector's outlives every test's, so export keeps working after
+        // the test that happened to come first has ended.
+        let guard = if export {
+            let _entered = otlp::global_handle().enter();
+            telemetry::init_with_writer("tests", &env, writer)
+        } else {
+            telemetry::init_with_writer("tests", &env, writer)
+        }
         .ok();
-        (logs, guard)
+        Capture {
+            logs,
+            traces,
+            _guard: guard,
+        }
     })
-    .0
-    .clone()
 }

@@ -81,7 +81,9 @@ async fn every_order_placed_across_a_rabbitmq_cut_is_stored_and_notified_once() 
             "amqp_publish_failures_total{reason=\"not_connected\"}",
         )
         .await;
-    let relayed = app.metric("order-service", "relay_published_total").await;
+    let relayed = app
+        .metric("order-service", "relay_notifications_announced_total")
+        .await;
     let published = app
         .metric("order-service", "amqp_messages_published_total")
         .await;

@@ -1,6 +1,7 @@
 //! Shared setup: the real RabbitMQ behind a cuttable proxy with names unique
-//! to each test, the in-process stack wired to it, log capture, and small
-//! readers for `/metrics` and the services' JSON.
+//! to each test, the in-process stack wired to it, log capture and span
+//! export to an in-test collector, and small readers for `/metrics` and the
+//! services' JSON.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -9,13 +10,24 @@ use std::time::Duration;
 
 use cloudmart_cli::stack::{Ports, Stack};
 use cloudmart_common::amqp::{self, AmqpConfig};
+use cloudmart_testkit::logs::{Logs, logs_and_traces};
+use cloudmart_testkit::otlp::Collector;
 use cloudmart_testkit::proxy::TcpProxy;
 use cloudmart_testkit::{servers, wait_until};
 use lapin::options::{ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Channel, Connection};
 use serde_json::Value;
 
-pub(crate) use cloudmart_testkit::logs::logs;
+/// Every JSON log line of this binary. The capture is installed with span
+/// export, so every test here can also read spans from [`traces`].
+pub(crate) fn logs() -> Logs {
+    logs_and_traces().0
+}
+
+/// The collector every span of this binary is exported to.
+pub(crate) fn traces() -> &'static Collector {
+    logs_and_traces().1
+}
 
 fn unique(test: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -85,7 +85,8 @@ async fn the_relay_drains_a_thousand_pending_notifications() {
         "every relayed order reached notification-service"
     );
     assert_eq!(
-        app.metric("order-service", "relay_published_total").await,
+        app.metric("order-service", "relay_notifications_announced_total")
+            .await,
         PENDING as f64
     );
 
