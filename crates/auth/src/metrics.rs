@@ -50,7 +50,7 @@ pub(crate) struct AuthMetrics {
 }
 
 impl AuthMetrics {
-    /// Registers `auth_logins_total`, `auth_token_cache_total` and
+    /// Registers `auth_logins_total`, `auth_token_cache_lookups_total` and
     /// `auth_redis_errors_total` in the service's registry.
     pub(crate) fn new(registry: &mut Registry) -> Self {
         let logins = Family::<OutcomeLabels, Counter>::default();
@@ -61,7 +61,7 @@ impl AuthMetrics {
         );
         let cache = Family::<ResultLabels, Counter>::default();
         registry.register(
-            "auth_token_cache",
+            "auth_token_cache_lookups",
             "Token validations answered from the cache (hit) or by checking the signature (miss)",
             cache.clone(),
         );
@@ -71,11 +71,29 @@ impl AuthMetrics {
             "Redis operations that failed or timed out",
             redis_errors.clone(),
         );
-        Self {
+        let m = Self {
             logins,
             cache,
             redis_errors,
+        };
+        // Every series exists from the start at 0, so that rate() sees the
+        // first increment and a dashboard shows 0 rather than no data.
+        for outcome in [
+            LoginOutcome::Success,
+            LoginOutcome::Failure,
+            LoginOutcome::RateLimited,
+            LoginOutcome::Unavailable,
+        ] {
+            let _ = m.logins.get_or_create(&OutcomeLabels {
+                outcome: outcome.label().to_owned(),
+            });
         }
+        for result in ["hit", "miss"] {
+            let _ = m.cache.get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            });
+        }
+        m
     }
 
     /// Counts one login.
@@ -121,9 +139,17 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"auth_token_cache_total{result="hit"} 1"#),
+            text.contains(r#"auth_token_cache_lookups_total{result="hit"} 1"#),
             "{text}"
         );
         assert!(text.contains("auth_redis_errors_total 1"), "{text}");
+        assert!(
+            text.contains(r#"auth_logins_total{outcome="success"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"auth_token_cache_lookups_total{result="miss"} 0"#),
+            "{text}"
+        );
     }
 }

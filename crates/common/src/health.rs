@@ -185,10 +185,7 @@ async fn ready(State(h): State<Health>) -> Response {
 
 async fn metrics(State(h): State<Health>) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         h.metrics.render(),
     )
         .into_response()

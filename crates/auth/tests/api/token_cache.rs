@@ -1,12 +1,12 @@
 //! The validated-token cache: repeated validations are hits, counted in
-//! `auth_token_cache_total`; a tampered token never matches a cached one.
+//! `auth_token_cache_lookups_total`; a tampered token never matches a cached one.
 
 use serde_json::Value;
 
 use crate::helpers::{Backend, spawn_app};
 
-const HIT: &str = r#"auth_token_cache_total{result="hit"}"#;
-const MISS: &str = r#"auth_token_cache_total{result="miss"}"#;
+const HIT: &str = r#"auth_token_cache_lookups_total{result="hit"}"#;
+const MISS: &str = r#"auth_token_cache_lookups_total{result="miss"}"#;
 
 async fn repeated_validations_hit_the_cache(backend: Backend) {
     // Arrange

@@ -3,6 +3,8 @@
 
 mod auth;
 mod bad_input;
+mod dashboard;
 mod helpers;
+mod metrics;
 mod orders;
 mod tracing_hops;
