@@ -5,6 +5,10 @@
 //!   curl loop and fails unless every one succeeds within the SLA.
 //! - `cloudmart load` drives open-loop, fixed-rate traffic and reports
 //!   latency percentiles and status codes.
+//! - `cloudmart doctor manifests` checks Kubernetes YAML; `cloudmart doctor
+//!   cluster` runs the same rules on a live namespace, adds pod states,
+//!   endpoints and restarts, places orders through the gateway, and scores
+//!   every catalogued fault.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -44,7 +48,7 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         sla_ms: u64,
     },
-    /// Check Kubernetes manifests (and, later, live clusters) for faults.
+    /// Check Kubernetes manifests, or a live cluster, for faults.
     Doctor {
         #[command(subcommand)]
         what: Doctor,
@@ -105,6 +109,55 @@ enum Doctor {
         /// Build script whose images count as built (default: scripts/build-and-import.sh if present).
         #[arg(long)]
         build_script: Option<std::path::PathBuf>,
+    },
+    /// Check a live namespace and score every catalogued fault.
+    ///
+    /// Runs the `manifests` rules on the live objects, adds what only a
+    /// running cluster shows (CrashLoopBackOff, ImagePullBackOff, OOMKilled,
+    /// restarts within --window, failing probes, Services without ready
+    /// endpoints, pods running a ConfigMap's old values), places orders
+    /// through the gateway, and prints FIXED, PRESENT or NOT ACCEPTED per
+    /// fault, then HEALTHY or NOT HEALTHY.
+    ///
+    /// Exit codes: 0 healthy, 1 not healthy, 2 bad arguments or unreadable
+    /// catalogue, 3 the cluster could not be read (no kubeconfig, API
+    /// server unreachable, access denied).
+    Cluster {
+        /// Namespace the scenario runs in.
+        #[arg(long, default_value = "production")]
+        namespace: String,
+        /// kubeconfig context to use (default: the current one).
+        #[arg(long)]
+        context: Option<String>,
+        /// Gateway base URL for the smoke check (k3d's load balancer by default).
+        #[arg(long, env = "CLOUDMART_URL", default_value = "http://localhost:8080")]
+        gateway: String,
+        /// Seconds back that restarts and probe failures count.
+        #[arg(long, default_value_t = 300)]
+        window: u64,
+        /// Check again every --interval seconds, redrawing the screen.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between checks with --watch.
+        #[arg(long, default_value_t = 5)]
+        interval: u64,
+        /// Orders the smoke check places (it stops at the first failure).
+        #[arg(long, default_value_t = 5)]
+        orders: u32,
+        /// Output format: text or json.
+        #[arg(long, default_value = "text")]
+        format: String,
+        /// Print each fault's state only, without its title or reasons (for a
+        /// projector while groups are still hunting).
+        #[arg(long)]
+        hide_answers: bool,
+        /// Fault catalogue to score (default: the built-in one).
+        #[arg(long)]
+        catalogue: Option<std::path::PathBuf>,
+        /// Judge time windows as of this RFC 3339 instant instead of now
+        /// (replaying recorded API objects).
+        #[arg(long, hide = true)]
+        at: Option<String>,
     },
     /// List every field that differs between two manifest directories
     /// (for instance k8s/ and a trainee's fixed copy).
@@ -171,6 +224,36 @@ async fn main() -> ExitCode {
             catalogue.as_deref(),
             build_script.as_deref(),
         ),
+        Command::Doctor {
+            what:
+                Doctor::Cluster {
+                    namespace,
+                    context,
+                    gateway,
+                    window,
+                    watch,
+                    interval,
+                    orders,
+                    format,
+                    hide_answers,
+                    catalogue,
+                    at,
+                },
+        } => {
+            let args = ClusterArgs {
+                namespace,
+                context,
+                gateway,
+                window: Duration::from_secs(window),
+                watch: watch.then(|| Duration::from_secs(interval.max(1))),
+                orders,
+                format,
+                hide_answers,
+                catalogue,
+                at,
+            };
+            doctor_cluster(args).await
+        }
         Command::Scenario { what } => scenario(what),
         Command::Doctor {
             what: Doctor::Diff { left, right },
@@ -308,6 +391,24 @@ fn load_catalogue(
     }
 }
 
+/// The images that count as built: those of `build_script`, else of
+/// scripts/build-and-import.sh when run from a checkout, else every
+/// service's `:latest`.
+fn rules_context(
+    build_script: Option<&std::path::Path>,
+) -> Result<cloudmart_doctor::rules::Context, String> {
+    use cloudmart_doctor::rules::Context;
+    let script = build_script.map(std::path::Path::to_path_buf).or_else(|| {
+        Some(std::path::PathBuf::from("scripts/build-and-import.sh")).filter(|p| p.exists())
+    });
+    Ok(match script {
+        Some(p) => Context::from_build_script(
+            &std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?,
+        ),
+        None => Context::default(),
+    })
+}
+
 fn doctor_manifests(
     path: &std::path::Path,
     format: &str,
@@ -315,18 +416,9 @@ fn doctor_manifests(
     catalogue: Option<&std::path::Path>,
     build_script: Option<&std::path::Path>,
 ) -> ExitCode {
-    use cloudmart_doctor::rules::Context;
     let loaded = cloudmart_doctor::model::Manifests::load(path).and_then(|m| {
         let catalogue = load_catalogue(catalogue)?;
-        let script = build_script.map(std::path::Path::to_path_buf).or_else(|| {
-            Some(std::path::PathBuf::from("scripts/build-and-import.sh")).filter(|p| p.exists())
-        });
-        let context = match script {
-            Some(p) => Context::from_build_script(
-                &std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?,
-            ),
-            None => Context::default(),
-        };
+        let context = rules_context(build_script)?;
         Ok((m, catalogue, context))
     });
     let (manifests, catalogue, context) = match loaded {
@@ -364,6 +456,121 @@ fn doctor_manifests(
     } else {
         ExitCode::from(1)
     }
+}
+
+/// `doctor cluster`'s arguments.
+struct ClusterArgs {
+    namespace: String,
+    context: Option<String>,
+    gateway: String,
+    window: Duration,
+    /// The interval, with --watch.
+    watch: Option<Duration>,
+    orders: u32,
+    format: String,
+    hide_answers: bool,
+    catalogue: Option<std::path::PathBuf>,
+    at: Option<String>,
+}
+
+/// Exit code of `doctor cluster` when the cluster cannot be read.
+const CLUSTER_UNREADABLE: u8 = 3;
+
+async fn doctor_cluster(args: ClusterArgs) -> ExitCode {
+    use cloudmart_doctor::cluster::{Checker, Cluster, Options, Timestamp};
+    let json = match args.format.as_str() {
+        "text" => false,
+        "json" => true,
+        other => {
+            eprintln!("cloudmart doctor: --format {other:?}: expected text or json");
+            return ExitCode::from(2);
+        }
+    };
+    let at = match args.at.as_deref().map(str::parse::<Timestamp>).transpose() {
+        Ok(at) => at,
+        Err(e) => {
+            eprintln!("cloudmart doctor: --at: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let setup =
+        load_catalogue(args.catalogue.as_deref()).and_then(|c| Ok((c, rules_context(None)?)));
+    let (catalogue, rules) = match setup {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("cloudmart doctor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cluster = match Cluster::connect(args.context.as_deref()).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cloudmart doctor: {e}");
+            return ExitCode::from(CLUSTER_UNREADABLE);
+        }
+    };
+    let options = Options {
+        namespace: args.namespace.clone(),
+        window: args.window,
+    };
+    let mut checker = Checker::new(cluster, catalogue, rules, options);
+    let sla = Duration::from_millis(2000);
+    let smoke = || smoke::gateway_check(&args.gateway, args.orders, sla);
+    let print = |board: &cloudmart_doctor::cluster::scoreboard::Scoreboard| {
+        if json {
+            println!("{}", board.to_json());
+        } else if args.hide_answers {
+            print!("{}", board.render_text_without_answers());
+        } else {
+            print!("{}", board.render_text());
+        }
+    };
+    let Some(interval) = args.watch else {
+        let now = at.unwrap_or_else(Timestamp::now);
+        return match checker.check(now, smoke()).await {
+            Ok(board) => {
+                print(&board);
+                ExitCode::from(board.exit_code())
+            }
+            Err(e) => {
+                eprintln!("cloudmart doctor: {e}");
+                ExitCode::from(CLUSTER_UNREADABLE)
+            }
+        };
+    };
+    let mut shutdown = std::pin::pin!(cloudmart_common::server::shutdown_signal());
+    let mut code = CLUSTER_UNREADABLE;
+    loop {
+        let result = tokio::select! {
+            () = &mut shutdown => break,
+            r = checker.check(Timestamp::now(), smoke()) => r,
+        };
+        if !json {
+            // Clear the screen and go home, for a projector.
+            print!("\x1b[2J\x1b[H");
+        }
+        match result {
+            Ok(board) => {
+                print(&board);
+                code = board.exit_code();
+            }
+            Err(e) => {
+                println!("cloudmart doctor: {e}");
+                code = CLUSTER_UNREADABLE;
+            }
+        }
+        if !json {
+            println!(
+                "(checking again every {} s; ctrl-c stops)",
+                interval.as_secs()
+            );
+        }
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+    ExitCode::from(code)
 }
 
 fn scenario(what: Scenario) -> ExitCode {

@@ -107,3 +107,54 @@ pub fn format_line(line: &SmokeLine, total: u32, sla: Duration) -> String {
         line.detail
     )
 }
+
+/// The gateway check that `cloudmart doctor cluster` scores: up to
+/// `orders` orders placed one after another through the same code as
+/// `cloudmart smoke`, stopping at the first that fails or is slower than
+/// `sla`. An unreachable gateway is a failure with its reason.
+pub async fn gateway_check(
+    url: &str,
+    orders: u32,
+    sla: Duration,
+) -> cloudmart_doctor::cluster::scoreboard::SmokeOutcome {
+    let mut outcome = cloudmart_doctor::cluster::scoreboard::SmokeOutcome {
+        url: url.to_owned(),
+        orders,
+        passed: 0,
+        slowest_ms: 0.0,
+        failure: None,
+    };
+    let one = SmokeConfig {
+        url: url.to_owned(),
+        orders: 1,
+        interval: Duration::ZERO,
+        sla,
+    };
+    for n in 1..=orders {
+        let Some(line) = run(&one, |_| {}).await.pop() else {
+            break;
+        };
+        if line.ok(sla) {
+            outcome.passed += 1;
+            let ms = (line.latency.as_secs_f64() * 10_000.0).round() / 10.0;
+            outcome.slowest_ms = outcome.slowest_ms.max(ms);
+            continue;
+        }
+        let ms = line.latency.as_secs_f64() * 1000.0;
+        let detail = if line.detail.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", line.detail)
+        };
+        outcome.failure = Some(match line.status {
+            Some(s) if (200..300).contains(&s) => format!(
+                "order {n} took {ms:.0} ms, over the {} ms SLA",
+                sla.as_millis()
+            ),
+            Some(s) => format!("order {n} answered {s} in {ms:.0} ms{detail}"),
+            None => format!("order {n} got no answer{detail}"),
+        });
+        break;
+    }
+    outcome
+}

@@ -193,6 +193,14 @@ impl Catalogue {
         self.faults.iter().find(|f| f.id.eq_ignore_ascii_case(id))
     }
 
+    /// The fault a rule reports on an object, whatever file (or live
+    /// object) holds the value: what a finding on a live cluster is matched by.
+    pub fn fault_for(&self, rule: &str, object: &str) -> Option<&Fault> {
+        self.faults
+            .iter()
+            .find(|f| f.rule == rule && f.object == object)
+    }
+
     /// Tags each finding with the catalogued fault it is (same rule, object
     /// and file), if any.
     pub fn tag(&self, findings: &mut [Finding]) {

@@ -1,5 +1,5 @@
-//! `cloudmart doctor`: checks Kubernetes manifests against the contracts of
-//! the services they run.
+//! `cloudmart doctor`: checks Kubernetes manifests, and live clusters,
+//! against the contracts of the services they run.
 //!
 //! The rules are generic (a selector that selects nothing, a probe on a port
 //! nobody listens on, a URL naming a Service that does not exist, a
@@ -16,8 +16,10 @@
 //! | [`catalogue`] | the fault catalogue: hints, rules and manifest changes per fault |
 //! | [`diff`] | field-level differences between two manifest sets |
 //! | [`compose`] | the same contract checks for `docker-compose.yml` |
+//! | [`cluster`] | the same rules on a live namespace, plus pod states, endpoints, restarts and a scoreboard per fault |
 
 pub mod catalogue;
+pub mod cluster;
 pub mod compose;
 pub mod contracts;
 pub mod diff;

@@ -137,6 +137,19 @@ impl Manifests {
         })
     }
 
+    /// One document per live object, each named `Kind/name` where a file
+    /// name would be: findings on live objects point at the object that
+    /// holds the value to fix.
+    pub fn from_objects<'a>(
+        objects: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, String> {
+        let mut docs = Vec::new();
+        for (id, text) in objects {
+            docs.extend(parse(id, text)?);
+        }
+        Ok(Self { docs })
+    }
+
     /// Every object with a kind and a name.
     pub fn objects(&self) -> Vec<Object<'_>> {
         self.docs
@@ -301,7 +314,7 @@ impl Manifests {
             };
             let resolved = if let Some(value) = entry.get("value") {
                 at(
-                    EnvSource::Value(value.str().unwrap_or_default().to_owned()),
+                    expand(value.str().unwrap_or_default(), &env),
                     file.clone(),
                     value.line,
                 )
@@ -345,6 +358,44 @@ impl Manifests {
         }
         env
     }
+}
+
+/// A `value` with its `$(VAR)` references expanded the way the kubelet
+/// does: against the variables defined before it (`envFrom` and earlier
+/// `env` entries); `$$` is a literal `$`, and a reference to an undefined
+/// variable stays as written. A reference to a value only known at run time
+/// makes the whole value run-time.
+fn expand(value: &str, env: &BTreeMap<String, EnvVarAt>) -> EnvSource {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some((name, tail)) = after
+            .strip_prefix('(')
+            .and_then(|r| r.split_once(')'))
+            .filter(|(name, _)| !name.is_empty())
+        {
+            match env.get(name).map(|v| &v.source) {
+                Some(EnvSource::Value(v)) => out.push_str(v),
+                Some(_) => return EnvSource::Runtime,
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = tail;
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    EnvSource::Value(out)
 }
 
 /// The containers (not init containers) of a pod template.
@@ -443,6 +494,38 @@ mod tests {
         );
         assert_eq!(image_name_tag("gateway"), ("gateway", "latest"));
         assert_eq!(decode_base64("Y2xvdWRtYXJ0").as_deref(), Some("cloudmart"));
+    }
+
+    #[test]
+    fn values_expand_earlier_variables_like_the_kubelet() {
+        let var = |v: &str| EnvVarAt {
+            name: String::new(),
+            source: EnvSource::Value(v.to_owned()),
+            file: String::new(),
+            line: 0,
+        };
+        let env: BTreeMap<String, EnvVarAt> = [
+            ("RATE".to_owned(), var("0.5")),
+            (
+                "NODE".to_owned(),
+                EnvVarAt {
+                    source: EnvSource::Runtime,
+                    ..var("")
+                },
+            ),
+        ]
+        .into();
+        let value = |s: &str| match expand(s, &env) {
+            EnvSource::Value(v) => v,
+            other => format!("{other:?}"),
+        };
+        assert_eq!(value("$(RATE)"), "0.5");
+        assert_eq!(value("x-$(RATE)-y"), "x-0.5-y");
+        assert_eq!(value("$$(RATE)"), "$(RATE)");
+        assert_eq!(value("$(NOPE)"), "$(NOPE)");
+        assert_eq!(value("$(RATE"), "$(RATE");
+        assert_eq!(value("a$b$"), "a$b$");
+        assert_eq!(value("$(NODE)"), "Runtime");
     }
 
     #[test]

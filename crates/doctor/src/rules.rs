@@ -85,6 +85,49 @@ impl Context {
     }
 }
 
+/// Every rule, by the name its findings carry.
+pub const RULES: &[&str] = &[
+    "service-selector",
+    "service-target-port",
+    "probe-port",
+    "probe-missing",
+    "env-url",
+    "image-not-built",
+    "config-reference",
+    "service-config",
+    "chaos-enabled",
+    "retry-without-backoff",
+    "memory-below-peak",
+    "memory-limit",
+    "storage-class",
+];
+
+/// Rules that check the same contract in different ways. Making one of
+/// them quiet by tripping another (removing the probe whose port was wrong,
+/// lifting the memory limit that was too low) is not a fix; the live
+/// scoreboard says "NOT ACCEPTED" for it.
+pub const RELATED: &[&[&str]] = &[
+    &["probe-port", "probe-missing"],
+    &["memory-below-peak", "memory-limit"],
+    &["service-config", "config-reference"],
+    &["service-selector", "service-target-port"],
+];
+
+/// The rules related to `rule` (itself included).
+pub fn related(rule: &str) -> &'static [&'static str] {
+    RELATED
+        .iter()
+        .find(|family| family.contains(&rule))
+        .copied()
+        .unwrap_or(&[])
+}
+
+/// The largest memory limit one container may have. Above it a limit no
+/// longer bounds anything on a workshop laptop (the whole healthy system
+/// allows 1.8 GiB), so raising a limit past it hides a peak instead of
+/// sizing for it.
+pub const MEMORY_LIMIT_CEILING: &str = "1Gi";
+
 /// Runs every rule; findings sorted by file and line.
 pub fn check(m: &Manifests, ctx: &Context) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -95,6 +138,8 @@ pub fn check(m: &Manifests, ctx: &Context) -> Vec<Finding> {
     images(m, ctx, &mut out);
     service_config(m, &mut out);
     memory(m, &mut out);
+    memory_limit(m, &mut out);
+    probes_present(m, &mut out);
     storage_classes(m, ctx, &mut out);
     out.sort_by(|a, b| (&a.file, a.line, a.rule).cmp(&(&b.file, b.line, b.rule)));
     out.dedup();
@@ -560,6 +605,94 @@ fn memory(m: &Manifests, out: &mut Vec<Finding>) {
                     ),
                 ));
             }
+        }
+    }
+}
+
+/// Every container has a memory limit, and none above
+/// [`MEMORY_LIMIT_CEILING`].
+fn memory_limit(m: &Manifests, out: &mut Vec<Finding>) {
+    let ceiling = memory_bytes(MEMORY_LIMIT_CEILING).unwrap_or(u64::MAX);
+    for (obj, template) in m.workloads() {
+        for c in containers(template) {
+            match c.node.path(&["resources", "limits", "memory"]) {
+                None => {
+                    let line = c
+                        .node
+                        .get("resources")
+                        .map_or_else(|| c.node.line_of("name"), |n| n.line);
+                    out.push(finding(
+                        "memory-limit",
+                        &obj,
+                        obj.file(),
+                        line,
+                        format!(
+                            "container {} has no memory limit: a leak or a peak takes memory from every other pod on the node instead of restarting this one",
+                            c.name
+                        ),
+                    ));
+                }
+                Some(node) => {
+                    let Some(limit) = node.str().and_then(memory_bytes) else {
+                        continue;
+                    };
+                    if limit > ceiling {
+                        out.push(finding(
+                            "memory-limit",
+                            &obj,
+                            obj.file(),
+                            node.line,
+                            format!(
+                                "memory limit {} of container {} is above {MEMORY_LIMIT_CEILING}: a limit that large bounds nothing; size it from the measured peak",
+                                node.str().unwrap_or_default(),
+                                c.name
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A container that serves a port has startup, readiness and liveness
+/// probes: without them Kubernetes sends traffic to pods that are not ready
+/// and never restarts one that hangs.
+fn probes_present(m: &Manifests, out: &mut Vec<Finding>) {
+    for (obj, template) in m.workloads() {
+        for c in containers(template) {
+            let ports = container_ports(c.node);
+            if ports.is_empty() {
+                continue;
+            }
+            let missing: Vec<String> = [
+                (
+                    "startupProbe",
+                    "its liveness probe can kill it while it starts",
+                ),
+                ("readinessProbe", "traffic reaches it before it is ready"),
+                ("livenessProbe", "a hung process is never restarted"),
+            ]
+            .into_iter()
+            .filter(|(p, _)| c.node.get(p).is_none())
+            .map(|(p, why)| format!("{p} ({why})"))
+            .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let served: Vec<String> = ports.iter().map(|(_, p)| p.to_string()).collect();
+            out.push(finding(
+                "probe-missing",
+                &obj,
+                obj.file(),
+                c.node.line_of("name"),
+                format!(
+                    "container {} serves port {} but has no {}",
+                    c.name,
+                    served.join(", "),
+                    missing.join(", no ")
+                ),
+            ));
         }
     }
 }

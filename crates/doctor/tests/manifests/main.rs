@@ -1,8 +1,10 @@
 //! The shipped manifests and compose file, checked against the services'
 //! own contracts. There is no cluster or Docker engine here: these are the
-//! static cross-checks; each fault's runtime symptom is proven elsewhere by
-//! running the real binaries.
+//! static cross-checks, plus `doctor cluster` against recorded API objects
+//! (`cluster`); each fault's runtime symptom is proven elsewhere by running
+//! the real binaries.
 
+mod cluster;
 mod mutations;
 
 use std::path::{Path, PathBuf};

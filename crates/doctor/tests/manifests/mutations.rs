@@ -10,6 +10,12 @@ use crate::{context, repo};
 
 /// Applies `from -> to` once in `file` of a copy of k8s/ and runs the rules.
 fn mutate(file: &str, from: &str, to: &str) -> (Vec<Finding>, usize) {
+    mutate_all(file, &[(from, to)])
+}
+
+/// Applies each `from -> to` once, in order, in `file` of a copy of k8s/
+/// and runs the rules; the line is that of the last `from`.
+fn mutate_all(file: &str, changes: &[(&str, &str)]) -> (Vec<Finding>, usize) {
     let dir = repo().join("k8s");
     let mut docs = Vec::new();
     let mut line = 0;
@@ -24,11 +30,13 @@ fn mutate(file: &str, from: &str, to: &str) -> (Vec<Finding>, usize) {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let mut text = std::fs::read_to_string(&path).unwrap();
         if name == file {
-            let at = text
-                .find(from)
-                .unwrap_or_else(|| panic!("{from:?} not in {file}"));
-            line = text[..at].matches('\n').count() + 1;
-            text = text.replacen(from, to, 1);
+            for (from, to) in changes {
+                let at = text
+                    .find(from)
+                    .unwrap_or_else(|| panic!("{from:?} not in {file}"));
+                line = text[..at].matches('\n').count() + 1;
+                text = text.replacen(from, to, 1);
+            }
         }
         docs.extend(Manifests::from_text(&name, &text).unwrap().docs);
     }
@@ -164,4 +172,85 @@ fn a_memory_limit_under_the_measured_peak_of_another_service() {
             .any(|f| f.rule == "memory-below-peak" && f.object == "Deployment/api-service"),
         "{f:#?}"
     );
+}
+
+#[test]
+fn a_removed_liveness_probe() {
+    let (f, line) = mutate(
+        "03-api-service.yaml",
+        "          livenessProbe:\n            httpGet:\n              path: /health\n              port: 3000\n            periodSeconds: 10\n            timeoutSeconds: 2\n            failureThreshold: 3\n",
+        "",
+    );
+    assert!(line > 0);
+    let name_line = std::fs::read_to_string(repo().join("k8s/03-api-service.yaml"))
+        .unwrap()
+        .lines()
+        .position(|l| l == "        - name: api-service")
+        .unwrap()
+        + 1;
+    assert_found(&f, "probe-missing", "03-api-service.yaml", name_line);
+    assert!(
+        f.iter()
+            .any(|f| f.rule == "probe-missing" && f.message.contains("no livenessProbe")),
+        "{f:#?}"
+    );
+}
+
+#[test]
+fn a_memory_limit_above_the_ceiling() {
+    let (f, line) = mutate("04-auth-service.yaml", "memory: 128Mi", "memory: 2Gi");
+    assert_found(&f, "memory-limit", "04-auth-service.yaml", line);
+}
+
+#[test]
+fn a_container_without_a_memory_limit() {
+    let (f, _) = mutate(
+        "02-gateway.yaml",
+        "            limits:\n              memory: 64Mi\n",
+        "            limits:\n",
+    );
+    assert!(
+        f.iter().any(|f| f.rule == "memory-limit"
+            && f.object == "Deployment/gateway"
+            && f.message.contains("no memory limit")),
+        "{f:#?}"
+    );
+}
+
+#[test]
+fn chaos_behind_a_variable_reference() {
+    let (f, line) = mutate_all(
+        "06-database-service.yaml",
+        &[
+            ("  MONGODB_URI:", "  DB_SHED_RATIO: \"0.5\"\n  MONGODB_URI:"),
+            (
+                "CHAOS_FAILURE_RATE\n              value: \"0\"",
+                "CHAOS_FAILURE_RATE\n              value: \"$(DB_SHED_RATIO)\"",
+            ),
+        ],
+    );
+    assert_found(&f, "chaos-enabled", "06-database-service.yaml", line + 1);
+    assert!(
+        f.iter()
+            .any(|f| f.message.contains("CHAOS_FAILURE_RATE=0.5")),
+        "{f:#?}"
+    );
+}
+
+#[test]
+fn chaos_moved_into_a_configmap_the_container_reads_whole() {
+    let (f, line) = mutate_all(
+        "06-database-service.yaml",
+        &[
+            (
+                "            - name: CHAOS_FAILURE_RATE\n              value: \"0\"\n",
+                "",
+            ),
+            (
+                "  MONGODB_URI:",
+                "  CHAOS_FAILURE_RATE: \"0.5\"\n  MONGODB_URI:",
+            ),
+        ],
+    );
+    assert_found(&f, "chaos-enabled", "06-database-service.yaml", line);
 }
