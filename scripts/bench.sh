@@ -2,7 +2,10 @@
 # Benchmarks CloudMart as it runs in production: six release binaries as
 # separate processes. Prints idle RSS per service, then drives a fixed-rate
 # load of POST /api/orders through the gateway with `cloudmart load` and
-# prints throughput, p50/p99 latency and RSS under load.
+# prints throughput, p50/p99 latency and RSS under load; then the same run
+# again with every span exported over OTLP/HTTP to the tests' collector
+# (crates/testkit/examples/otlp-sink.rs), and the difference; then fault 7's
+# retry storm against the healthy retry policy.
 #
 #   scripts/bench.sh                 embedded stores, HTTP notifications
 #   BENCH_INFRA=1 scripts/bench.sh   MongoDB (nx-27017), RabbitMQ and Redis
@@ -20,6 +23,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/cloudmart-bench.XXXXXX")
 pids=()
 
 cleanup() {
+  if [ -n "${sink_pid:-}" ]; then kill "$sink_pid" 2>/dev/null || true; fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   if [ -f "$work/mongo.pid" ]; then scripts/mongo-test-server.sh stop "$work/mongo.pid" >/dev/null 2>&1 || true; fi
@@ -56,48 +60,87 @@ start() {
 }
 
 db=$((base + 4)) notif=$((base + 5)) order=$((base + 3)) auth=$((base + 2)) api=$((base + 1)) gw=$base
-start database-service "$db" database-service DB_NAME=bench DATA_DIR="$work/data"
-start notification-service "$notif" notification-service
-start order-service "$order" order-service DATABASE_URL="http://127.0.0.1:$db" NOTIFICATION_URL="http://127.0.0.1:$notif"
-start auth-service "$auth" auth-service JWT_SECRET=bench-secret-bench-secret-bench-secret
-start api-service "$api" api-service AUTH_SERVICE_URL="http://127.0.0.1:$auth" ORDER_SERVICE_URL="http://127.0.0.1:$order"
-start gateway "$gw" gateway API_SERVICE_URL="http://127.0.0.1:$api" AUTH_SERVICE_URL="http://127.0.0.1:$auth"
-
 services=(gateway api-service auth-service order-service database-service notification-service)
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+# CPU time (user + system) in milliseconds, from /proc/<pid>/stat.
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print int(($12 + $13) * 1000 / hz) }' "/proc/$1/stat"; }
 pid_of() { local v="pid_${1//-/_}"; echo "${!v}"; }
 
-sleep 2
-declare -A idle
-for s in "${services[@]}"; do idle[$s]=$(rss_kib "$(pid_of "$s")"); done
+stop_all() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
 
-echo "load: $rate req/s of profile '$profile' for ${seconds}s through the gateway..." >&2
-"$bin/cloudmart" load --url "http://127.0.0.1:$gw" --rate "$rate" --duration-secs "$seconds" \
-  --profile "$profile" --json --quiet >"$work/report.json"
+# One run: the six services with `$@` added to every environment, idle RSS,
+# the load, then peak RSS and the load report, all into $work/<label>.*.
+run() {
+  local label=$1; shift
+  rm -rf "$work/data"
+  start database-service "$db" database-service DB_NAME=bench DATA_DIR="$work/data" "$@"
+  start notification-service "$notif" notification-service "$@"
+  start order-service "$order" order-service DATABASE_URL="http://127.0.0.1:$db" NOTIFICATION_URL="http://127.0.0.1:$notif" "$@"
+  start auth-service "$auth" auth-service JWT_SECRET=bench-secret-bench-secret-bench-secret "$@"
+  start api-service "$api" api-service AUTH_SERVICE_URL="http://127.0.0.1:$auth" ORDER_SERVICE_URL="http://127.0.0.1:$order" "$@"
+  start gateway "$gw" gateway API_SERVICE_URL="http://127.0.0.1:$api" AUTH_SERVICE_URL="http://127.0.0.1:$auth" "$@"
+  sleep 2
+  : >"$work/$label.rss"
+  local idle=() cpu0=()
+  for s in "${services[@]}"; do
+    idle+=("$(rss_kib "$(pid_of "$s")")")
+    cpu0+=("$(cpu_ms "$(pid_of "$s")")")
+  done
+  echo "load ($label): $rate req/s of profile '$profile' for ${seconds}s through the gateway..." >&2
+  "$bin/cloudmart" load --url "http://127.0.0.1:$gw" --rate "$rate" --duration-secs "$seconds" \
+    --profile "$profile" --json --quiet >"$work/$label.json"
+  local i=0
+  for s in "${services[@]}"; do
+    local p
+    p=$(pid_of "$s")
+    echo "$s ${idle[$i]} $(hwm_kib "$p") $(( $(cpu_ms "$p") - ${cpu0[$i]} ))" >>"$work/$label.rss"
+    i=$((i + 1))
+  done
+  stop_all
+}
+
+run off
+# The same run exporting every span over OTLP/HTTP to the tests' collector.
+cargo build --release --quiet -p cloudmart-testkit --example otlp-sink
+target/release/examples/otlp-sink >"$work/sink.out" &
+sink_pid=$!
+for _ in $(seq 1 100); do [ -s "$work/sink.out" ] && break; sleep 0.05; done
+run on OTEL_EXPORTER_OTLP_ENDPOINT="$(head -n1 "$work/sink.out")"
+kill "$sink_pid"; wait "$sink_pid" 2>/dev/null || true
 
 mode="embedded stores, HTTP notifications"
 [ "${BENCH_INFRA:-0}" = 1 ] && mode="MongoDB (nx-27017) + RabbitMQ + Redis"
 echo
 echo "CloudMart benchmark ($mode; $(nproc) cores)"
 echo
-printf '%-22s %12s %16s\n' service "idle RSS" "peak RSS (load)"
-for s in "${services[@]}"; do
-  p=$(pid_of "$s")
-  awk -v s="$s" -v i="${idle[$s]}" -v h="$(hwm_kib "$p")" 'BEGIN { printf "%-22s %9.1f MiB %13.1f MiB\n", s, i / 1024, h / 1024 }'
+printf '%-22s %10s %14s %12s %14s %12s\n' service "idle RSS" "peak RSS" "CPU" "peak RSS" "CPU"
+printf '%-22s %10s %27s %27s\n' "" "" "(export off)" "(export on)"
+paste -d' ' "$work/off.rss" "$work/on.rss" | while read -r s i h c _ _ h2 c2; do
+  awk -v s="$s" -v i="$i" -v h="$h" -v c="$c" -v h2="$h2" -v c2="$c2" \
+    'BEGIN { printf "%-22s %6.1f MiB %10.1f MiB %9.2f s %10.1f MiB %9.2f s\n", s, i / 1024, h / 1024, c / 1000, h2 / 1024, c2 / 1000 }'
 done
 echo
-python3 - "$work/report.json" <<'PY'
+python3 - "$work/off.json" "$work/on.json" <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1]))
-l = r["latency_ms"]
-print(f"requested rate   {r['requested_rate']:.0f} req/s")
-print(f"achieved rate    {r['achieved_rate']:.1f} req/s over {r['elapsed_secs']:.1f} s")
-print(f"latency          p50 {l['p50']:.2f} ms   p90 {l['p90']:.2f} ms   p99 {l['p99']:.2f} ms   p99.9 {l['p99_9']:.2f} ms   max {l['max']:.2f} ms")
-print("statuses         " + ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items())))
-ok = sum(v for k, v in r["statuses"].items() if k.startswith("2"))
-print(f"success          {ok}/{r['scheduled']}")
+runs = [("export off", json.load(open(sys.argv[1]))), ("export on", json.load(open(sys.argv[2])))]
+for name, r in runs:
+    l = r["latency_ms"]
+    ok = sum(v for k, v in r["statuses"].items() if k.startswith("2"))
+    print(f"{name}")
+    print(f"  achieved rate  {r['achieved_rate']:.1f} of {r['requested_rate']:.0f} req/s over {r['elapsed_secs']:.1f} s")
+    print(f"  latency        p50 {l['p50']:.2f} ms   p90 {l['p90']:.2f} ms   p99 {l['p99']:.2f} ms   p99.9 {l['p99_9']:.2f} ms   max {l['max']:.2f} ms")
+    print("  statuses       " + ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items())) + f"   ({ok}/{r['scheduled']} succeeded)")
+off, on = runs[0][1], runs[1][1]
+dr = (on["achieved_rate"] - off["achieved_rate"]) / off["achieved_rate"] * 100
+dp = (on["latency_ms"]["p99"] - off["latency_ms"]["p99"]) / off["latency_ms"]["p99"] * 100
+print(f"export overhead  throughput {dr:+.1f}%   p99 {dp:+.1f}%")
 PY
+tail -n1 "$work/sink.out"
 
 # Fault 7 under a database-service whose capacity is pinned (2 slots of
 # 20 ms: 100 requests/s) at 60 orders/s with half the writes failing: the

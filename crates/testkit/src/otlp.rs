@@ -100,6 +100,10 @@ impl SpanRecord {
 struct Store {
     spans: Mutex<Vec<SpanRecord>>,
     requests: AtomicU64,
+    /// Spans decoded, kept or not.
+    span_count: AtomicU64,
+    /// Decode and count only, keeping nothing (for benchmarks).
+    count_only: bool,
     /// Non-zero: answer every export with this status (a failing collector).
     fail_with: AtomicU16,
 }
@@ -122,11 +126,25 @@ impl std::fmt::Debug for Collector {
 impl Collector {
     /// Serves on 127.0.0.1 on a free port, on the current runtime.
     pub async fn start() -> Self {
+        Self::serve(Store::default()).await
+    }
+
+    /// Like [`Collector::start`], but spans are decoded and counted, not
+    /// kept: a receiver whose own cost stays small, for benchmarks.
+    pub async fn start_counting() -> Self {
+        Self::serve(Store {
+            count_only: true,
+            ..Store::default()
+        })
+        .await
+    }
+
+    async fn serve(store: Store) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("the collector binds");
         let port = listener.local_addr().expect("a local address").port();
-        let store = Arc::new(Store::default());
+        let store = Arc::new(store);
         let app = Router::new()
             .route("/v1/traces", post(receive))
             .with_state(store.clone());
@@ -153,6 +171,11 @@ impl Collector {
     /// again), to stand for one that is broken.
     pub fn fail_with(&self, status: u16) {
         self.store.fail_with.store(status, Ordering::SeqCst);
+    }
+
+    /// How many spans have been received so far.
+    pub fn span_count(&self) -> u64 {
+        self.store.span_count.load(Ordering::SeqCst)
     }
 
     /// Every span received so far.
@@ -258,6 +281,18 @@ async fn receive(State(store): State<Arc<Store>>, headers: HeaderMap, body: Byte
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
+    let count: usize = request
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    store
+        .span_count
+        .fetch_add(u64::try_from(count).unwrap_or(u64::MAX), Ordering::SeqCst);
+    if store.count_only {
+        return ok_response();
+    }
     let mut received = Vec::new();
     for rs in request.resource_spans {
         let resource = rs
@@ -303,6 +338,11 @@ async fn receive(State(store): State<Arc<Store>>, headers: HeaderMap, body: Byte
     if let Ok(mut spans) = store.spans.lock() {
         spans.extend(received);
     }
+    ok_response()
+}
+
+/// The empty success answer an OTLP/HTTP exporter expects.
+fn ok_response() -> Response {
     (
         [(header::CONTENT_TYPE, "application/x-protobuf")],
         ExportTraceServiceResponse::default().encode_to_vec(),
