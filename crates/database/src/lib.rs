@@ -295,10 +295,25 @@ async fn shed(State(s): State<Shedder>, req: Request, next: Next) -> Response {
         .with_retry_after(1)
         .into_response();
     };
-    s.inflight.inc();
-    let response = next.run(req).await;
-    s.inflight.dec();
-    response
+    let _inflight = InflightGuard::enter(&s.inflight);
+    next.run(req).await
+}
+
+/// Counts a request in `db_inflight_requests` while it lives, including
+/// when its caller hangs up and the request is dropped half-way.
+struct InflightGuard(Gauge);
+
+impl InflightGuard {
+    fn enter(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Readiness: the store answers.

@@ -185,3 +185,47 @@ async fn chaos_failure_rate_half_fails_about_half_of_the_requests() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A caller that hangs up mid-request must not leave the request counted
+/// in `db_inflight_requests`: the gauge is what a trainee reads to see
+/// whether database-service is full.
+#[tokio::test]
+async fn a_request_whose_caller_hangs_up_leaves_the_in_flight_gauge() {
+    let dir = data_dir("hangup");
+    let (_db, port) = ServiceProcess::start_healthy(
+        BIN,
+        &[
+            ("DB_NAME", "hangup"),
+            ("DATA_DIR", &dir),
+            ("CHAOS_LATENCY_MS", "2000"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let inflight = || async {
+        let text = client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("db_inflight_requests "))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+    };
+
+    let hung_up = client
+        .get(format!("http://127.0.0.1:{port}/orders?limit=1"))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    let after = wait_until(Duration::from_secs(5), || async {
+        inflight().await.filter(|n| *n == 0)
+    })
+    .await;
+
+    assert!(hung_up.is_err(), "the request should have timed out");
+    assert_eq!(after, Some(0), "the dropped request is still counted");
+}
