@@ -25,7 +25,7 @@ lint: ## cargo fmt --check and clippy with -D warnings
 manifests: ## Render and schema-check k8s/, k8s-broken/, observability; parse compose; shellcheck
 	scripts/check-manifests.sh
 
-bench: ## Release build; idle RSS, then throughput and p50/p99 at 200 orders/s
+bench: ## Release build; RSS, CPU, p50/p99 at 200 orders/s with span export off and on; fault 7 storm
 	scripts/bench.sh
 
 smoke: ## Place 20 orders through the gateway (CLOUDMART_URL, default :8080)
