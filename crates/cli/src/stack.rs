@@ -13,6 +13,16 @@ use cloudmart_common::run::Service;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// The six services' names, in the order an order meets them.
+pub const SERVICE_NAMES: [&str; 6] = [
+    cloudmart_gateway::NAME,
+    cloudmart_api::NAME,
+    cloudmart_auth::NAME,
+    cloudmart_order::NAME,
+    cloudmart_database::NAME,
+    cloudmart_notification::NAME,
+];
+
 /// Ports for each service; 0 picks a free one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ports {

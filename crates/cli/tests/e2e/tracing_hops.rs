@@ -22,15 +22,7 @@ async fn the_response_trace_id_is_in_the_logs_of_every_hop() {
     let trace_id = traceparent.split('-').nth(1).unwrap().to_owned();
     assert_eq!(trace_id.len(), 32);
 
-    let expected: BTreeSet<&str> = [
-        "gateway",
-        "api-service",
-        "auth-service",
-        "order-service",
-        "database-service",
-        "notification-service",
-    ]
-    .into();
+    let expected: BTreeSet<&str> = cloudmart_cli::stack::SERVICE_NAMES.into();
     let seen = wait_until(Duration::from_secs(5), || async {
         let services: BTreeSet<String> = logs()
             .lines()

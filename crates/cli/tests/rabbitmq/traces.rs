@@ -20,19 +20,12 @@ use cloudmart_testkit::otlp::{Collector, SpanRecord, trace_id_of, tree};
 use cloudmart_testkit::{closed_port, servers};
 use serde_json::{Value, json};
 
+use cloudmart_cli::stack::SERVICE_NAMES as SERVICES;
+
 use crate::helpers::{Broker, logs, spawn_app, traces};
 
 /// How long spans may take to arrive (the exporter sends every second).
 const ARRIVAL: Duration = Duration::from_secs(15);
-
-const SERVICES: [&str; 6] = [
-    "gateway",
-    "api-service",
-    "auth-service",
-    "order-service",
-    "database-service",
-    "notification-service",
-];
 
 /// A name no other test or run uses.
 fn unique(what: &str) -> String {
