@@ -2,6 +2,7 @@
 //!
 //! - [`free_port`] and [`closed_port`] for wiring services together;
 //! - [`wait_until`] to wait on a condition with a deadline instead of sleeping;
+//! - [`metric`] to read one metric from a service's `/metrics`;
 //! - [`ServiceProcess`] to run a real service binary, capture its output,
 //!   signal it and reap it;
 //! - [`logs::logs`] to capture every JSON log line the services write;
@@ -20,6 +21,38 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+/// The sum of every sample of metric `name` on `base_url`'s `/metrics`
+/// whose labels include all of `labels`; `None` if the page cannot be read
+/// or has no such sample. A counter's name is given with `_total`.
+pub async fn metric(
+    client: &reqwest::Client,
+    base_url: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    let text = client
+        .get(format!("{base_url}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let has_labels = wanted.iter().all(|w| label_text.split(',').any(|l| l == w));
+            (metric == name && has_labels).then(|| value.parse::<f64>().ok())?
+        })
+        .reduce(|a, b| a + b)
+}
 
 /// A port that was free a moment ago (bound, then released).
 pub fn free_port() -> u16 {

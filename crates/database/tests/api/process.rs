@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use cloudmart_testkit::{ServiceProcess, free_port, wait_until};
+use cloudmart_testkit::{ServiceProcess, free_port, metric, wait_until};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_database-service");
@@ -93,17 +93,7 @@ async fn sigterm_lets_an_in_flight_request_finish() {
         let client = client.clone();
         let url = url.clone();
         async move {
-            let text = client
-                .get(format!("{url}/metrics"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            text.lines()
-                .any(|l| l == "db_inflight_requests 1")
-                .then_some(())
+            (metric(&client, &url, "db_inflight_requests", &[]).await == Some(1.0)).then_some(())
         }
     })
     .await;
@@ -171,18 +161,14 @@ async fn chaos_failure_rate_half_fails_about_half_of_the_requests() {
     // Binomial(200, 0.5): mean 100, sd ~7; 70..=130 is more than four sd wide.
     assert!((70..=130).contains(&failed), "{failed} of {total} failed");
     assert_eq!(health.status(), 200, "liveness is untouched by chaos");
-    let metrics = client
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains(&format!("chaos_injected_failures_total {failed}")),
-        "{metrics}"
-    );
+    let injected = metric(
+        &client,
+        &format!("http://127.0.0.1:{port}"),
+        "chaos_injected_failures_total",
+        &[],
+    )
+    .await;
+    assert_eq!(injected, Some(f64::from(failed)));
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -202,19 +188,8 @@ async fn a_request_whose_caller_hangs_up_leaves_the_in_flight_gauge() {
     )
     .await;
     let client = reqwest::Client::new();
-    let inflight = || async {
-        let text = client
-            .get(format!("http://127.0.0.1:{port}/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("db_inflight_requests "))
-            .and_then(|v| v.trim().parse::<i64>().ok())
-    };
+    let url = format!("http://127.0.0.1:{port}");
+    let inflight = || metric(&client, &url, "db_inflight_requests", &[]);
 
     let hung_up = client
         .get(format!("http://127.0.0.1:{port}/orders?limit=1"))
@@ -222,10 +197,10 @@ async fn a_request_whose_caller_hangs_up_leaves_the_in_flight_gauge() {
         .send()
         .await;
     let after = wait_until(Duration::from_secs(5), || async {
-        inflight().await.filter(|n| *n == 0)
+        inflight().await.filter(|n| *n == 0.0)
     })
     .await;
 
     assert!(hung_up.is_err(), "the request should have timed out");
-    assert_eq!(after, Some(0), "the dropped request is still counted");
+    assert_eq!(after, Some(0.0), "the dropped request is still counted");
 }

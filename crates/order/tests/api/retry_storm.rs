@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cloudmart_testkit::ServiceProcess;
+use cloudmart_testkit::{ServiceProcess, metric};
 use tokio::sync::Mutex;
 
 const ORDERS_PER_SEC: u64 = 60;
@@ -52,26 +52,6 @@ impl Outcome {
     fn amplification(&self) -> f64 {
         self.database_posts as f64 / self.orders as f64
     }
-}
-
-/// Sum of every `POST /orders` sample of `http_server_requests_total`.
-async fn posts_served(client: &reqwest::Client, port: u16) -> u64 {
-    let text = client
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .expect("database-service answers /metrics")
-        .text()
-        .await
-        .unwrap_or_default();
-    text.lines()
-        .filter(|l| {
-            l.starts_with("http_server_requests_total{")
-                && l.contains(r#"method="POST""#)
-                && l.contains(r#"route="/orders""#)
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 async fn run(retry: [(&'static str, &'static str); 3]) -> Outcome {
@@ -140,7 +120,14 @@ async fn run(retry: [(&'static str, &'static str); 3]) -> Outcome {
     let mut latencies = latencies.lock().await.clone();
     latencies.sort();
     let p95 = latencies[latencies.len() * 95 / 100];
-    let database_posts = posts_served(&client, db_port).await;
+    let database_posts = metric(
+        &client,
+        &database_url,
+        "http_server_requests_total",
+        &[("method", "POST"), ("route", "/orders")],
+    )
+    .await
+    .unwrap_or_default() as u64;
     let log = order.output();
     let retry_lines = log.lines().filter(|l| l.contains("retrying")).count();
     let zero_delay_retry_lines = log
