@@ -20,6 +20,7 @@ use std::time::Instant;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{ARGON2ID_IDENT, Algorithm, Argon2, Block, Params, Version};
+use cloudmart_common::metrics::InFlight;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -126,10 +127,9 @@ impl Hasher {
             "auth.hash.wait_ms",
             i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
         );
-        let inflight = self.inflight.clone();
         let pool = self.pool.clone();
-        inflight.inc();
-        span.record("auth.hash.inflight", inflight.get());
+        let inflight = InFlight::enter(&self.inflight);
+        span.record("auth.hash.inflight", self.inflight.get());
         // The permit moves into the blocking task: if the request is dropped
         // (client gone, timeout), the hash still runs to the end and keeps
         // its permit, so the bound on concurrent hashes, and on their memory,
@@ -140,7 +140,7 @@ impl Hasher {
             if result.is_err() {
                 span.record("otel.status_code", "ERROR");
             }
-            inflight.dec();
+            drop(inflight);
             drop(permit);
             result
         })

@@ -180,6 +180,26 @@ impl ProcessMetrics {
     }
 }
 
+/// Counts one unit of work in an in-flight gauge for as long as it lives,
+/// so work dropped half-way (a caller that hung up, a panic) is counted
+/// down too.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl InFlight {
+    /// Increments `gauge` until the returned guard is dropped.
+    pub fn enter(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Builds a service's registry: the shared metrics first, then its own.
 pub struct MetricsBuilder {
     registry: Registry,

@@ -29,7 +29,7 @@ use cloudmart_common::chaos::{self, Chaos, ChaosConfig};
 use cloudmart_common::config::{ConfigError, Env, EnvReader, EnvVar, port_var};
 use cloudmart_common::error::{ApiError, Json};
 use cloudmart_common::health::{Check, Health};
-use cloudmart_common::metrics::MetricsBuilder;
+use cloudmart_common::metrics::{InFlight, MetricsBuilder};
 use cloudmart_common::model::{
     NOTIFICATION_PENDING, NOTIFICATION_PUBLISHED, NOTIFICATION_SENT, NewOrder, Order, OrderPage,
 };
@@ -295,25 +295,8 @@ async fn shed(State(s): State<Shedder>, req: Request, next: Next) -> Response {
         .with_retry_after(1)
         .into_response();
     };
-    let _inflight = InflightGuard::enter(&s.inflight);
+    let _inflight = InFlight::enter(&s.inflight);
     next.run(req).await
-}
-
-/// Counts a request in `db_inflight_requests` while it lives, including
-/// when its caller hangs up and the request is dropped half-way.
-struct InflightGuard(Gauge);
-
-impl InflightGuard {
-    fn enter(gauge: &Gauge) -> Self {
-        gauge.inc();
-        Self(gauge.clone())
-    }
-}
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }
 
 /// Readiness: the store answers.
