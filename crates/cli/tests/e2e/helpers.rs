@@ -307,12 +307,7 @@ impl TestApp {
             .await
             .expect("/metrics answers");
         assert_eq!(r.status(), 200, "{service} /metrics");
-        let content_type = r
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let content_type = content_type(&r);
         assert!(
             content_type.starts_with("application/openmetrics-text; version=1.0.0"),
             "{service} serves /metrics as {content_type:?}"
@@ -329,15 +324,19 @@ pub(crate) fn repo_file(path: &str) -> PathBuf {
         .join(path)
 }
 
-/// Asserts the CloudMart error body and returns its code and message.
-pub(crate) async fn error_body(r: reqwest::Response, status: u16) -> (String, String) {
-    assert_eq!(r.status().as_u16(), status, "unexpected status");
-    let ct = r
-        .headers()
+/// The response's `Content-Type`, or empty.
+fn content_type(r: &reqwest::Response) -> String {
+    r.headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
-        .to_owned();
+        .to_owned()
+}
+
+/// Asserts the CloudMart error body and returns its code and message.
+pub(crate) async fn error_body(r: reqwest::Response, status: u16) -> (String, String) {
+    assert_eq!(r.status().as_u16(), status, "unexpected status");
+    let ct = content_type(&r);
     assert!(
         ct.starts_with("application/json"),
         "error responses are JSON, got {ct:?}"
