@@ -90,7 +90,7 @@ pub struct TransportError {
     pub downstream: &'static str,
     /// `connect_error`, `timeout` or `error`, for metrics.
     pub kind: &'static str,
-    /// Plain words: "connection refused", "dns error: ...", "timeout".
+    /// Plain words: "connection refused", "dns error: cannot resolve <host>: ...", "timeout".
     pub cause: String,
 }
 
@@ -146,7 +146,12 @@ pub fn describe_error(e: &reqwest::Error) -> String {
             .find(|c| !c.is_empty())
             .cloned()
             .unwrap_or_default();
-        format!("dns error: {detail}")
+        // The host is the clue: it is the part of a URL setting that names
+        // no Service ("database" where "database-service" was meant).
+        match e.url().and_then(|u| u.host_str()) {
+            Some(host) => format!("dns error: cannot resolve {host}: {detail}"),
+            None => format!("dns error: {detail}"),
+        }
     } else if refused {
         "connection refused".to_owned()
     } else if reset {

@@ -4,8 +4,8 @@ use cloudmart_testkit::ServiceProcess;
 
 /// Workshop fault 3: `DATABASE_URL=http://database:8080` names a host that
 /// does not exist. The pod stays Running and Ready, every order fails with a
-/// 502 naming database-service, and the logs say `dns error` in words a
-/// trainee can grep.
+/// 502 naming database-service and the host that did not resolve, and the
+/// logs say `dns error` in words a trainee can grep.
 #[tokio::test]
 async fn a_database_url_with_an_unknown_host_fails_orders_with_dns_errors_in_the_logs() {
     let (order, port) = ServiceProcess::start_healthy(
@@ -39,7 +39,8 @@ async fn a_database_url_with_an_unknown_host_fails_orders_with_dns_errors_in_the
         .unwrap_or_default()
         .to_owned();
     assert!(
-        message.contains("database-service") && message.contains("dns error"),
+        message.contains("database-service")
+            && message.contains("dns error: cannot resolve database.invalid"),
         "{message}"
     );
     // Readiness reports the failure but stays 200, as in the cluster.
