@@ -4,10 +4,11 @@
 CARGO ?= cargo
 CLI := $(CARGO) run --quiet -p cloudmart-cli --bin cloudmart --
 CLUSTER ?= brokenprod
-IMAGES := gateway api-service auth-service order-service database-service notification-service cloudmart
+# Compose v2 where it exists (`docker compose`), else v1 (`docker-compose`).
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint manifests bench smoke infra-up images k3d-up import break fix reset compose-up compose-down doctor
+.PHONY: help run test lint manifests bench smoke infra-up engine-up images k3d-up import break fix reset compose-up compose-down doctor
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
@@ -37,8 +38,11 @@ doctor: ## Static analysis of k8s-broken/ (DIR=... for another directory)
 infra-up: ## Start MongoDB (nx-27017), RabbitMQ and Redis; prints the exports
 	@scripts/infra.sh up
 
-images: ## Build every image with Docker (docker build --target X -t X:latest .)
-	for t in $(IMAGES); do docker build --target $$t -t $$t:latest . || exit 1; done
+engine-up: ## Make sure a Docker engine answers (starts one on Debian if none does); prints DOCKER_HOST
+	@scripts/engine.sh up
+
+images: ## Build the seven images from the Dockerfile; prints build time and sizes
+	scripts/images.sh
 
 k3d-up: ## Create the workshop cluster (CLUSTER=brokenprod; host :8080 -> ingress)
 	scripts/k3d-up.sh $(CLUSTER)
@@ -56,7 +60,7 @@ reset: ## Delete the production namespace and apply k8s-broken/ again (DIR=k8s f
 	scripts/reset.sh $(DIR)
 
 compose-up: ## Everything in Docker Compose; shop on :8080 (profile load adds traffic)
-	docker compose up --build -d
+	$(COMPOSE) up --build -d
 
 compose-down: ## Stop Compose and delete its volumes
-	docker compose down -v
+	$(COMPOSE) down -v

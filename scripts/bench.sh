@@ -5,7 +5,8 @@
 # prints throughput, p50/p99 latency and RSS under load; then the same run
 # again with every span exported over OTLP/HTTP to the tests' collector
 # (crates/testkit/examples/otlp-sink.rs), and the difference; then fault 7's
-# retry storm against the healthy retry policy.
+# retry storm against the healthy retry policy; then, where a Docker engine
+# answers, how long the images take to build (scripts/bench-images.sh).
 #
 #   scripts/bench.sh                 embedded stores, HTTP notifications
 #   BENCH_INFRA=1 scripts/bench.sh   MongoDB (nx-27017), RabbitMQ and Redis
@@ -149,3 +150,12 @@ echo
 echo "fault 7: 60 orders/s, database-service capped at 100 requests/s, CHAOS_FAILURE_RATE=0.5"
 cargo test --release --quiet -p cloudmart-order --test api retry_storm -- --nocapture 2>&1 \
   | grep -E '^(storm|backoff):' || echo "the retry-storm run failed; run it alone: cargo test -p cloudmart-order --test api retry_storm" >&2
+
+# The images: warm rebuild after a one-line change (BENCH_IMAGES=cold adds
+# a cold build), and their sizes. Skipped where no engine answers.
+echo
+if scripts/engine.sh env >/dev/null 2>&1; then
+  scripts/bench-images.sh
+else
+  echo "images: skipped (no Docker engine; eval \"\$(scripts/engine.sh up)\" starts one)"
+fi

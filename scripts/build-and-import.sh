@@ -31,12 +31,9 @@ command -v k3d >/dev/null 2>&1 || die "k3d is not installed (https://k3d.io)"
 docker info >/dev/null 2>&1 || die "cannot reach the Docker daemon (is Docker running?)"
 k3d cluster get "$cluster" >/dev/null 2>&1 || die "k3d cluster '$cluster' does not exist; create it with: scripts/k3d-up.sh $cluster"
 
-images=(gateway api-service auth-service order-service database-service notification-service cloudmart)
-
-for image in "${images[@]}"; do
-  echo "==> docker build --target $image -t $image:latest"
-  docker build --target "$image" -t "$image:latest" "$root"
-done
+# The same seven images `make images` builds, from the same script.
+"$root/scripts/images.sh"
+mapfile -t images < <("$root/scripts/images.sh" --list)
 
 refs=()
 for image in "${images[@]}"; do

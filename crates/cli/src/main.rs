@@ -106,7 +106,7 @@ enum Doctor {
         /// Fault catalogue to match findings against (default: the built-in one).
         #[arg(long)]
         catalogue: Option<std::path::PathBuf>,
-        /// Build script whose images count as built (default: scripts/build-and-import.sh if present).
+        /// Build script whose images count as built (default: scripts/images.sh if present).
         #[arg(long)]
         build_script: Option<std::path::PathBuf>,
     },
@@ -392,15 +392,15 @@ fn load_catalogue(
 }
 
 /// The images that count as built: those of `build_script`, else of
-/// scripts/build-and-import.sh when run from a checkout, else every
+/// scripts/images.sh when run from a checkout, else every
 /// service's `:latest`.
 fn rules_context(
     build_script: Option<&std::path::Path>,
 ) -> Result<cloudmart_doctor::rules::Context, String> {
     use cloudmart_doctor::rules::Context;
-    let script = build_script.map(std::path::Path::to_path_buf).or_else(|| {
-        Some(std::path::PathBuf::from("scripts/build-and-import.sh")).filter(|p| p.exists())
-    });
+    let script = build_script
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| Some(std::path::PathBuf::from("scripts/images.sh")).filter(|p| p.exists()));
     Ok(match script {
         Some(p) => Context::from_build_script(
             &std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?,

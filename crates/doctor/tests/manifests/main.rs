@@ -18,8 +18,8 @@ fn repo() -> PathBuf {
 }
 
 fn context() -> Context {
-    let script = std::fs::read_to_string(repo().join("scripts/build-and-import.sh"))
-        .expect("the build script exists");
+    let script =
+        std::fs::read_to_string(repo().join("scripts/images.sh")).expect("the build script exists");
     Context::from_build_script(&script)
 }
 
