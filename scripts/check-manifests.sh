@@ -134,8 +134,9 @@ fi
 if command -v docker-compose >/dev/null 2>&1; then
   version=$(docker-compose version --short 2>/dev/null || echo unknown)
   if docker-compose -f docker-compose.yml config -q > "$work/out" 2>&1 \
-    && docker-compose -f docker-compose.yml --profile load config -q >> "$work/out" 2>&1; then
-    ok compose "docker-compose.yml parses with docker-compose $version (with and without --profile load)"
+    && docker-compose -f docker-compose.yml --profile load config -q >> "$work/out" 2>&1 \
+    && docker-compose -f docker-compose.yml -f docker-compose.offline.yml config -q >> "$work/out" 2>&1; then
+    ok compose "docker-compose.yml parses with docker-compose $version (with and without --profile load, and with docker-compose.offline.yml)"
   else
     fail compose "docker-compose $version rejects docker-compose.yml"
   fi

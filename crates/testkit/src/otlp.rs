@@ -20,7 +20,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -126,35 +126,49 @@ impl std::fmt::Debug for Collector {
 impl Collector {
     /// Serves on 127.0.0.1 on a free port, on the current runtime.
     pub async fn start() -> Self {
-        Self::serve(Store::default()).await
+        Self::serve("127.0.0.1:0", Store::default())
+            .await
+            .expect("the collector binds")
     }
 
     /// Like [`Collector::start`], but spans are decoded and counted, not
     /// kept: a receiver whose own cost stays small, for benchmarks.
     pub async fn start_counting() -> Self {
-        Self::serve(Store {
-            count_only: true,
-            ..Store::default()
-        })
-        .await
+        Self::start_counting_on("127.0.0.1:0")
+            .await
+            .expect("the collector binds")
     }
 
-    async fn serve(store: Store) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("the collector binds");
-        let port = listener.local_addr().expect("a local address").port();
+    /// A counting collector on `addr` (such as `0.0.0.0:4318`, the OTLP/HTTP
+    /// port, when it stands in for a real collector in a container).
+    pub async fn start_counting_on(addr: &str) -> std::io::Result<Self> {
+        let store = Store {
+            count_only: true,
+            ..Store::default()
+        };
+        Self::serve(addr, store).await
+    }
+
+    async fn serve(addr: &str, store: Store) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
         let store = Arc::new(store);
         let app = Router::new()
             .route("/v1/traces", post(receive))
+            .route("/stats", get(stats))
             .with_state(store.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self {
-            endpoint: format!("http://127.0.0.1:{port}"),
+        let host = if local.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            local.ip().to_string()
+        };
+        Ok(Self {
+            endpoint: format!("http://{host}:{}", local.port()),
             store,
-        }
+        })
     }
 
     /// The value for `OTEL_EXPORTER_OTLP_ENDPOINT`.
@@ -257,6 +271,15 @@ fn shared() -> &'static (Collector, tokio::runtime::Handle) {
             .expect("the collector's thread starts");
         rx.recv().expect("the collector starts")
     })
+}
+
+/// `GET /stats`: what has been received, for a check from outside the
+/// process (the container test asks the sink in the compose stack).
+async fn stats(State(store): State<Arc<Store>>) -> axum::Json<Value> {
+    axum::Json(serde_json::json!({
+        "requests": store.requests.load(Ordering::SeqCst),
+        "spans": store.span_count.load(Ordering::SeqCst),
+    }))
 }
 
 async fn receive(State(store): State<Arc<Store>>, headers: HeaderMap, body: Bytes) -> Response {
