@@ -8,7 +8,7 @@ CLUSTER ?= brokenprod
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint manifests bench smoke infra-up engine-up images k3d-up import break fix reset compose-up compose-down doctor
+.PHONY: help run test test-containers lint manifests bench smoke infra-up engine-up images k3d-up import break fix reset compose-up compose-down doctor
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
@@ -16,8 +16,12 @@ help: ## List the targets
 run: ## Build and start all six services with embedded defaults (gateway on :8080)
 	$(CLI) up
 
-test: lint manifests ## fmt check, clippy -D warnings, manifest checks, every test against real servers
+test: lint manifests ## fmt check, clippy -D warnings, manifest checks, every test against real servers, then containers
 	scripts/test.sh
+	scripts/test-containers.sh
+
+test-containers: ## Images, the compose stack and the incident's faults in real containers (starts an engine if needed)
+	scripts/test-containers.sh
 
 lint: ## cargo fmt --check and clippy with -D warnings
 	$(CARGO) fmt --all -- --check

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# `make test-containers`: CloudMart as its users run it, in containers.
+#
+#   1. an engine (scripts/engine.sh up: the machine's own, or one started here)
+#   2. the seven images from the root Dockerfile (scripts/images.sh)
+#   3. the third-party stand-ins of docker-compose.offline.yml: MongoDB
+#      (nx-27017), RabbitMQ, Redis and Prometheus from Debian packages, and
+#      CloudMart's OTLP sink as the collector
+#   4. the tests in crates/cli/tests/containers/ (ignored by a plain cargo
+#      test): the compose stack end to end, then the incident's faults
+#
+# The stand-ins are used even where a registry answers, so that the result
+# never depends on one. Without an engine this prints one SKIPPED line and
+# exits 0, except under CI=true, where it fails. Whatever happens, the
+# compose project and the fault containers are removed with their volumes;
+# images are kept for the next run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+me=scripts/test-containers.sh
+project=cloudmart-ci
+compose=(docker-compose -p "$project" -f docker-compose.yml -f docker-compose.offline.yml)
+report_dir=target/containers
+mkdir -p "$report_dir"
+
+phases=()
+phase_start=0
+begin() {
+  phase_start=$(date +%s)
+  echo "==> $1" >&2
+}
+end() {
+  phases+=("$(printf '%-34s %4d s' "$1" $(($(date +%s) - phase_start)))")
+}
+
+# shellcheck disable=SC2317 # called by the EXIT trap
+cleanup() {
+  set +e
+  if docker version >/dev/null 2>&1; then
+    "${compose[@]}" --profile load down -v --remove-orphans -t 5 >/dev/null 2>&1
+    local ids=()
+    mapfile -t ids < <(docker ps -aq --filter name='^cm-f' 2>/dev/null)
+    [ "${#ids[@]}" -eq 0 ] || docker rm -f -v "${ids[@]}" >/dev/null 2>&1
+    docker network rm cloudmart-faults >/dev/null 2>&1
+  fi
+  if [ "${#phases[@]}" -gt 0 ]; then
+    echo
+    echo "test-containers phases:"
+    printf '  %s\n' "${phases[@]}"
+  fi
+}
+trap cleanup EXIT
+
+begin "engine"
+if ! env_lines=$(scripts/engine.sh up); then
+  if [ "${CI:-}" = true ]; then
+    echo "$me: no Docker engine, and CI=true: the container tests must run" >&2
+    exit 1
+  fi
+  echo "SKIPPED: test-containers: no Docker engine could be found or started (see above)" >&2
+  exit 0
+fi
+eval "$env_lines"
+export DOCKER_HOST CLOUDMART_BUILD_NETWORK
+end "engine"
+
+begin "images (scripts/images.sh)"
+scripts/images.sh | tee "$report_dir/images.txt"
+# On an engine of our own (the only one that builds with the host's
+# network), drop the layers of builds that nothing refers to any more: a
+# CI machine would otherwise keep every old build of the workspace.
+if [ "${CLOUDMART_BUILD_NETWORK:-}" = host ]; then
+  docker image prune -f >/dev/null
+fi
+end "images (scripts/images.sh)"
+
+begin "third-party stand-ins"
+wheels=docker/standins/mongodb/wheels
+nx_version=$(sed -n 's/^readonly NX_VERSION="\(.*\)"$/\1/p' scripts/mongo-test-server.sh)
+if ! ls "$wheels"/nx_27017-"$nx_version"-*.whl >/dev/null 2>&1; then
+  rm -rf "$wheels"
+  # Wheels for the image's Python (Debian bookworm: CPython 3.11), whatever
+  # the host runs.
+  python3 -m pip download -q --disable-pip-version-check --only-binary=:all: \
+    --python-version 3.11 --implementation cp --abi cp311 --abi none \
+    --platform "manylinux2014_$(uname -m)" --platform any \
+    -d "$wheels" "nx-27017==$nx_version" \
+    || { echo "$me: cannot download nx-27017==$nx_version from PyPI" >&2; exit 1; }
+fi
+cargo build --quiet -p cloudmart-testkit --example otlp-sink
+install -m 755 target/debug/examples/otlp-sink docker/standins/otlp-sink/otlp-sink
+if ! "${compose[@]}" build -q mongodb rabbitmq redis prometheus otel-collector >"$report_dir/standins.log" 2>&1; then
+  tail -n 30 "$report_dir/standins.log" >&2
+  echo "$me: building the stand-ins failed (log: $report_dir/standins.log)" >&2
+  exit 1
+fi
+docker image ls --filter 'reference=cloudmart-standin/*' --format 'table {{.Repository}}:{{.Tag}}\t{{.Size}}'
+end "third-party stand-ins"
+
+begin "container tests"
+# The report is the test output; a copy stays in target/containers/.
+status=0
+cargo test --quiet -p cloudmart-cli --test containers -- --ignored --nocapture --test-threads=1 \
+  2>&1 | tee "$report_dir/report.txt" || status=$?
+end "container tests"
+exit "$status"
