@@ -216,15 +216,29 @@ ensure_dns() {
   fi
   /usr/sbin/dnsmasq --conf-file=/dev/null --listen-address="$dns_ip" --bind-dynamic \
     --pid-file="$dns_pidfile" --no-hosts --cache-size=1000 \
-    --log-facility="$state/dnsmasq.log" 2>>"$state/dnsmasq.log" \
-    || die "dnsmasq could not start on $dns_ip:53 (log: $state/dnsmasq.log)"
+    --log-facility="$state/dnsmasq.log" 2>>"$state/dnsmasq.log"
+}
+
+# Stops dockerd $1 (ours), and our dnsmasq with it.
+stop_daemon() {
+  local pid=$1 dns
+  kill "$pid" 2>/dev/null || true
+  dns=$(cat "$dns_pidfile" 2>/dev/null || true)
+  if [ -n "$dns" ] && [ "$(cat "/proc/$dns/comm" 2>/dev/null)" = dnsmasq ]; then
+    kill "$dns"
+  fi
+  for _ in $(seq 1 60); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.5
+  done
+  return 1
 }
 
 cmd_up() {
   local host
   if host=$(current_host); then
     if [ "$host" = "$our_host" ]; then
-      ensure_dns
+      ensure_dns || die "dnsmasq could not listen on $dns_ip:53 (log: $state/dnsmasq.log)"
     fi
     print_env
     return 0
@@ -233,7 +247,10 @@ cmd_up() {
   mkdir -p "$state"
   install_packages
   start_daemon
-  ensure_dns
+  if ! ensure_dns; then
+    stop_daemon "$(our_pid)" || true
+    die "dnsmasq could not listen on $dns_ip:53, so the daemon was stopped again (is another Docker daemon using that bridge address? set CLOUDMART_ENGINE_BIP; log: $state/dnsmasq.log)"
+  fi
   print_env
 }
 
@@ -250,17 +267,8 @@ cmd_down() {
   if [ "${#ids[@]}" -gt 0 ]; then
     DOCKER_HOST=$our_host docker stop -t 5 "${ids[@]}" >/dev/null 2>&1 || true
   fi
-  kill "$pid"
-  local dns
-  dns=$(cat "$dns_pidfile" 2>/dev/null || true)
-  if [ -n "$dns" ] && [ "$(cat "/proc/$dns/comm" 2>/dev/null)" = dnsmasq ]; then
-    kill "$dns"
-  fi
-  for _ in $(seq 1 60); do
-    kill -0 "$pid" 2>/dev/null || { echo "$me: dockerd (pid $pid) stopped" >&2; return 0; }
-    sleep 0.5
-  done
-  die "dockerd (pid $pid) did not stop within 30 s"
+  stop_daemon "$pid" || die "dockerd (pid $pid) did not stop within 30 s"
+  echo "$me: dockerd (pid $pid) stopped" >&2
 }
 
 cmd_status() {
