@@ -3,9 +3,10 @@
 #
 #   1. an engine (scripts/engine.sh up: the machine's own, or one started here)
 #   2. the seven images from the root Dockerfile (scripts/images.sh)
-#   3. the third-party stand-ins of docker-compose.offline.yml: MongoDB
-#      (nx-27017), RabbitMQ, Redis and Prometheus from Debian packages, and
-#      CloudMart's OTLP sink as the collector
+#   3. the third-party stand-ins of docker-compose.offline.yml
+#      (scripts/standins.sh): MongoDB (nx-27017), RabbitMQ, Redis and
+#      Prometheus from Debian packages, and CloudMart's OTLP sink as the
+#      collector
 #   4. the tests in crates/cli/tests/containers/ (ignored by a plain cargo
 #      test): the compose stack end to end, then the incident's faults
 #
@@ -75,26 +76,7 @@ fi
 end "images (scripts/images.sh)"
 
 begin "third-party stand-ins"
-wheels=docker/standins/mongodb/wheels
-nx_version=$(sed -n 's/^readonly NX_VERSION="\(.*\)"$/\1/p' scripts/mongo-test-server.sh)
-if ! ls "$wheels"/nx_27017-"$nx_version"-*.whl >/dev/null 2>&1; then
-  rm -rf "$wheels"
-  # Wheels for the image's Python (Debian bookworm: CPython 3.11), whatever
-  # the host runs.
-  python3 -m pip download -q --disable-pip-version-check --only-binary=:all: \
-    --python-version 3.11 --implementation cp --abi cp311 --abi none \
-    --platform "manylinux2014_$(uname -m)" --platform any \
-    -d "$wheels" "nx-27017==$nx_version" \
-    || { echo "$me: cannot download nx-27017==$nx_version from PyPI" >&2; exit 1; }
-fi
-cargo build --quiet -p cloudmart-testkit --example otlp-sink
-install -m 755 target/debug/examples/otlp-sink docker/standins/otlp-sink/otlp-sink
-if ! "${compose[@]}" build -q mongodb rabbitmq redis prometheus otel-collector >"$report_dir/standins.log" 2>&1; then
-  tail -n 30 "$report_dir/standins.log" >&2
-  echo "$me: building the stand-ins failed (log: $report_dir/standins.log)" >&2
-  exit 1
-fi
-docker image ls --filter 'reference=cloudmart-standin/*' --format 'table {{.Repository}}:{{.Tag}}\t{{.Size}}'
+scripts/standins.sh
 end "third-party stand-ins"
 
 begin "container tests"
