@@ -11,7 +11,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 .PHONY: help run test test-containers lint manifests bench smoke infra-up engine-up images k3d-up import break fix reset compose-up compose-down doctor
 
 help: ## List the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-16s %s\n", $$1, $$2}'
 
 run: ## Build and start all six services with embedded defaults (gateway on :8080)
 	$(CLI) up
@@ -30,7 +30,7 @@ lint: ## cargo fmt --check and clippy with -D warnings
 manifests: ## Render and schema-check k8s/, k8s-broken/, observability; parse compose; shellcheck
 	scripts/check-manifests.sh
 
-bench: ## Release build; RSS, CPU, p50/p99 at 200 orders/s with span export off and on; fault 7 storm
+bench: ## Release build; RSS, CPU, p50/p99 at 200 orders/s with span export off and on; fault 7 storm; image build times
 	scripts/bench.sh
 
 smoke: ## Place 20 orders through the gateway (CLOUDMART_URL, default :8080)
