@@ -118,13 +118,28 @@ require_root_and_debian() {
   fi
 }
 
-install_packages() {
-  local missing=()
+missing_packages() {
+  missing=()
   command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
   command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
   command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
+}
+
+install_packages() {
+  local missing
+  missing_packages
   [ "${#missing[@]}" -eq 0 ] && return 0
+  # Two of us starting at once (parallel tests, two terminals) would both
+  # run apt-get, and the second would fail on dpkg's lock: the second
+  # waits here instead, and finds the packages there when it gets the lock.
+  exec 9>/run/lock/cloudmart-engine-install.lock
+  flock 9
+  missing_packages
+  if [ "${#missing[@]}" -eq 0 ]; then
+    exec 9>&-
+    return 0
+  fi
   echo "$me: installing ${missing[*]} from Debian" >&2
   # Package scripts would start the distribution's own dockerd, with its
   # default firewall rules; a policy-rc.d that says no keeps them from
@@ -136,10 +151,13 @@ install_packages() {
     own_policy=1
   fi
   local ok=1
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 || true
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+  # Another apt-get of the machine's own may hold dpkg's lock for a while.
+  local wait=(-o DPkg::Lock::Timeout=600)
+  DEBIAN_FRONTEND=noninteractive apt-get "${wait[@]}" update -qq >/dev/null 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive apt-get "${wait[@]}" install -y -qq --no-install-recommends \
     "${missing[@]}" >"$state/apt.log" 2>&1 || ok=
   [ -n "$own_policy" ] && rm -f "$policy"
+  exec 9>&-
   if [ -z "$ok" ]; then
     tail -n 5 "$state/apt.log" >&2
     die "apt-get install ${missing[*]} failed (full log: $state/apt.log)"
@@ -244,7 +262,9 @@ cmd_up() {
     return 0
   fi
   require_root_and_debian
-  mkdir -p "$state"
+  mkdir -p "$state" "$(dirname "$sock")"
+  # A path that is not ours to use is refused before anything is installed.
+  check_socket_free
   install_packages
   start_daemon
   if ! ensure_dns; then
