@@ -82,6 +82,9 @@ RUN groupadd --gid 10001 cloudmart \
       --shell /usr/sbin/nologin cloudmart
 WORKDIR /tmp
 USER 10001:10001
+# JSON log lines even under `docker run -t` or `kubectl run -it`, where
+# stdout is a terminal and the services would otherwise write text.
+ENV LOG_FORMAT=json
 
 FROM runtime AS gateway
 COPY --from=builder /out/gateway /usr/local/bin/gateway

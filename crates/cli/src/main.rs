@@ -16,7 +16,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use cloudmart_cli::smoke::{self, SmokeConfig};
 use cloudmart_cli::stack::{Ports, Stack};
-use cloudmart_common::config::ProcessEnv;
+use cloudmart_common::config::{Env, ProcessEnv};
 
 #[derive(Parser)]
 #[command(name = "cloudmart", version, about = "Run, check and load CloudMart")]
@@ -346,14 +346,33 @@ async fn up(gateway_port: u16) -> ExitCode {
     }
     eprintln!();
     eprintln!(
-        "Try:  curl -X POST {}/api/orders -H 'Content-Type: application/json' -d '{{\"item\":\"laptop\",\"quantity\":1}}'",
+        "Try:   curl -X POST {}/api/orders -H 'Content-Type: application/json' -d '{{\"item\":\"laptop\",\"quantity\":1}}'",
         stack.gateway_url()
     );
-    eprintln!("Stop: ctrl-c");
+    eprintln!("Check: cloudmart smoke (or make smoke) in a second terminal");
+    if let Some(file) = store_file(&env) {
+        eprintln!("Data:  {file} (make clean-data empties it)");
+    }
+    eprintln!("Logs:  below; grep a response's trace id to follow one request");
+    eprintln!("Stop:  ctrl-c");
     eprintln!();
     cloudmart_common::server::shutdown_signal().await;
     stack.stop().await;
     ExitCode::SUCCESS
+}
+
+/// The embedded store's file as database-service names it, or `None` when
+/// orders go to MongoDB.
+fn store_file(env: &dyn Env) -> Option<String> {
+    let set = |name: &str| env.var(name).filter(|v| !v.trim().is_empty());
+    if set(cloudmart_database::mongo::MONGODB_URI.name).is_some() {
+        return None;
+    }
+    let dir = set(cloudmart_database::DATA_DIR.name)
+        .or_else(|| cloudmart_database::DATA_DIR.default.map(str::to_owned))?;
+    let db = set(cloudmart_database::DB_NAME.name)
+        .unwrap_or_else(|| cloudmart_cli::stack::DEFAULT_DB_NAME.to_owned());
+    Some(format!("{}/{db}.jsonl", dir.trim_end_matches('/')))
 }
 
 async fn smoke_cmd(config: &SmokeConfig) -> ExitCode {

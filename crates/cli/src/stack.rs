@@ -23,6 +23,10 @@ pub const SERVICE_NAMES: [&str; 6] = [
     cloudmart_notification::NAME,
 ];
 
+/// `DB_NAME` when the caller sets none: the embedded store's file is
+/// `data/cloudmart-db.jsonl`.
+pub const DEFAULT_DB_NAME: &str = "cloudmart-db";
+
 /// Ports for each service; 0 picks a free one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ports {
@@ -136,7 +140,7 @@ async fn start<S: Service>(
 impl Stack {
     /// Starts all six services on `ports`, on 127.0.0.1, on top of `base`.
     ///
-    /// `DB_NAME` defaults to `cloudmart-db` here (the binary requires it).
+    /// `DB_NAME` defaults to [`DEFAULT_DB_NAME`] here (the binary requires it).
     pub async fn start(ports: Ports, base: &dyn Env) -> Result<Self, StackError> {
         let (stop, _) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -150,7 +154,7 @@ impl Stack {
 
         let db_name = base
             .var("DB_NAME")
-            .unwrap_or_else(|| "cloudmart-db".to_owned());
+            .unwrap_or_else(|| DEFAULT_DB_NAME.to_owned());
         let database = start::<cloudmart_database::Application>(
             &local(ports.database).set("DB_NAME", db_name),
             &stop,

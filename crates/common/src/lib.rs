@@ -4,7 +4,7 @@
 //! |---|---|
 //! | [`amqp`] | RabbitMQ connect-with-backoff, topology, trace and attempt headers |
 //! | [`config`] | typed env config that reports every problem in one line |
-//! | [`telemetry`] | JSON logs with trace ids, W3C propagation, optional OTLP export |
+//! | [`telemetry`] | log lines with trace ids (JSON, or text on a terminal), W3C propagation, optional OTLP export |
 //! | [`retry`] | validated exponential backoff with full jitter |
 //! | [`client`] | downstream calls with timeouts, retries and plain-word errors |
 //! | [`health`] | `/health`, `/ready`, `/metrics` |

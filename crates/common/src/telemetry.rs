@@ -1,6 +1,6 @@
-//! Logs and traces: JSON log lines that carry `trace_id` and `span_id`, W3C
-//! `traceparent` in and out of every hop, and OTLP export only when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! Logs and traces: log lines that carry `trace_id` and `span_id` (JSON,
+//! or text on a terminal: [`LogFormat`]), W3C `traceparent` in and out of
+//! every hop, and OTLP export only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 //!
 //! Every span gets real OpenTelemetry ids even when nothing is exported, so
 //! the `traceparent` a trainee copies from a response header always matches
@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io;
+use std::io::{self, IsTerminal};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -56,6 +56,10 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{Env, EnvVar};
 
+mod format;
+
+pub use format::{LOG_FORMAT, LogFormat};
+
 /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
 pub const OTEL_EXPORTER_OTLP_ENDPOINT: EnvVar = EnvVar::optional(
     "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -77,7 +81,12 @@ pub const RUST_LOG: EnvVar = EnvVar::with_default(
 );
 
 /// The variables [`init`] reads.
-pub const ENV: &[EnvVar] = &[OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, RUST_LOG];
+pub const ENV: &[EnvVar] = &[
+    OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_SERVICE_NAME,
+    RUST_LOG,
+    LOG_FORMAT,
+];
 
 /// Finished spans waiting for export at most; past this they are dropped
 /// (and counted) rather than held in memory or waited for.
@@ -152,14 +161,19 @@ impl fmt::Display for TelemetryError {
 
 impl std::error::Error for TelemetryError {}
 
-/// Installs JSON logging and tracing for a service binary, writing to stdout.
+/// Installs logging and tracing for a service binary, writing to stdout:
+/// text lines when stdout is a terminal, JSON otherwise, unless
+/// `LOG_FORMAT` says which.
 ///
 /// Must be called from inside the tokio runtime when export is on.
 pub fn init(default_service: &str, env: &dyn Env) -> Result<TelemetryGuard, TelemetryError> {
-    init_with_writer(default_service, env, io::stdout)
+    let terminal = io::stdout().is_terminal();
+    install(default_service, env, io::stdout, terminal)
 }
 
-/// Like [`init`], with a chosen log destination (tests capture lines with it).
+/// Like [`init`], with a chosen log destination (tests capture lines with
+/// it). The destination counts as no terminal: JSON unless `LOG_FORMAT`
+/// says text.
 pub fn init_with_writer<W>(
     default_service: &str,
     env: &dyn Env,
@@ -168,19 +182,31 @@ pub fn init_with_writer<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let (subscriber, guard) = build(default_service, env, writer)?;
+    install(default_service, env, writer, false)
+}
+
+fn install<W>(
+    default_service: &str,
+    env: &dyn Env,
+    writer: W,
+    terminal: bool,
+) -> Result<TelemetryGuard, TelemetryError>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let (subscriber, guard) = build(default_service, env, writer, terminal)?;
     subscriber
         .try_init()
         .map_err(|e| TelemetryError(format!("telemetry is already initialised: {e}")))?;
     Ok(guard)
 }
 
-/// The subscriber [`init_with_writer`] installs, and the guard of its
-/// tracer provider.
+/// The subscriber [`init`] installs, and the guard of its tracer provider.
 fn build<W>(
     default_service: &str,
     env: &dyn Env,
     writer: W,
+    terminal: bool,
 ) -> Result<(impl Subscriber + Send + Sync + 'static, TelemetryGuard), TelemetryError>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
@@ -207,15 +233,18 @@ where
             RUST_LOG.expected
         ))
     })?;
+    let format =
+        LogFormat::choose(env.var(LOG_FORMAT.name).as_deref(), terminal).map_err(TelemetryError)?;
     let endpoint = export_endpoint(env);
     let provider = tracer_provider(&service, endpoint.as_deref(), per_hop)?;
     let tracer = provider.tracer(service.clone());
 
     let services = ServiceFieldLayer::default();
     let fmt_layer = tracing_subscriber::fmt::layer()
-        .event_format(JsonFormat {
+        .event_format(LineFormat {
             service: service.clone(),
             dispatch: services.dispatch.clone(),
+            format,
         })
         .with_writer(writer);
     // Spans are traced at INFO and above whatever RUST_LOG says, so every
@@ -942,7 +971,7 @@ async fn announce(endpoint: &str, report: Report, probing: bool) {
 struct ServiceName(String);
 
 /// Records a span's `service` field into its extensions, and remembers the
-/// dispatcher it is part of for [`JsonFormat`].
+/// dispatcher it is part of for [`LineFormat`].
 #[derive(Default)]
 struct ServiceFieldLayer {
     dispatch: DispatchCell,
@@ -990,13 +1019,14 @@ where
     }
 }
 
-/// Formats each event as one JSON object per line.
-struct JsonFormat {
+/// Formats each event as one line, JSON or text.
+struct LineFormat {
     service: String,
     dispatch: DispatchCell,
+    format: LogFormat,
 }
 
-impl<S, N> FormatEvent<S, N> for JsonFormat
+impl<S, N> FormatEvent<S, N> for LineFormat
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
@@ -1038,7 +1068,8 @@ where
         event.record(&mut visitor);
         let message = visitor
             .0
-            .remove("message")
+            // shift_remove keeps the other fields in the order they were written.
+            .shift_remove("message")
             .unwrap_or(Value::String(String::new()));
         line.insert("message".into(), message);
         for (k, v) in visitor.0 {
@@ -1071,7 +1102,7 @@ where
                 line.insert("span_id".into(), Value::String(sc.span_id().to_string()));
             }
         }
-        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
+        let text = self.format.render(&line)?;
         writeln!(writer, "{text}")
     }
 }
@@ -1276,9 +1307,10 @@ mod tests {
             )
             .with(
                 tracing_subscriber::fmt::layer()
-                    .event_format(JsonFormat {
+                    .event_format(LineFormat {
                         service: "cloudmart".to_owned(),
                         dispatch,
+                        format: LogFormat::Json,
                     })
                     .with_writer(move || writer.clone())
                     .with_filter(LevelFilter::DEBUG),
@@ -1445,6 +1477,33 @@ mod tests {
     }
 
     #[test]
+    fn a_terminal_gets_text_lines_that_end_with_the_trace_id() {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let unset = HashMap::<String, String>::new();
+        let (subscriber, _guard) = build("svc", &unset, move || writer.clone(), true).unwrap();
+
+        let id = tracing::subscriber::with_default(subscriber, || {
+            let request = tracing::info_span!("request", service = "order-service");
+            let _ = request.set_parent(root_in_service("order-service"));
+            request.in_scope(|| tracing::info!(order_id = "o1", customer = "guest", "stored"));
+            trace_id(&request).unwrap()
+        });
+
+        let bytes = logs.0.lock().unwrap().clone();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            text.ends_with(&format!(
+                " INFO order-service: stored  order_id=o1 customer=guest  trace_id={id}\n"
+            )),
+            "{text}"
+        );
+        let bad = HashMap::from([(LOG_FORMAT.name.to_owned(), "xml".to_owned())]);
+        let err = build("svc", &bad, io::sink, false).err().unwrap();
+        assert!(err.to_string().contains("LOG_FORMAT=\"xml\""), "{err}");
+    }
+
+    #[test]
     fn nothing_is_exported_without_an_endpoint() {
         let env =
             |v: &str| HashMap::from([(OTEL_EXPORTER_OTLP_ENDPOINT.name.to_owned(), v.to_owned())]);
@@ -1502,9 +1561,10 @@ mod tests {
         let _default = tracing::subscriber::set_default(
             tracing_subscriber::registry().with(
                 tracing_subscriber::fmt::layer()
-                    .event_format(JsonFormat {
+                    .event_format(LineFormat {
                         service: "svc".to_owned(),
                         dispatch: DispatchCell::default(),
+                        format: LogFormat::Json,
                     })
                     .with_writer(move || writer.clone()),
             ),

@@ -8,12 +8,17 @@
 //! - [`logs::logs`] to capture every JSON log line the services write;
 //! - [`proxy::TcpProxy`] to cut and restore a connection to a real server;
 //! - [`servers::require`] to find a real server or skip (fail under CI);
-//! - [`otlp::Collector`] to receive the spans the services export.
+//! - [`otlp::Collector`] to receive the spans the services export;
+//! - [`TempDir`] for a data directory that is removed when the test ends,
+//!   failed or not.
 
 pub mod logs;
 pub mod otlp;
 pub mod proxy;
 pub mod servers;
+mod temp;
+
+pub use temp::TempDir;
 
 use std::io::Read;
 use std::net::TcpListener;

@@ -4,7 +4,6 @@
 //! services' JSON.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use cloudmart_common::amqp::{self, AmqpConfig};
 use cloudmart_testkit::logs::{Logs, logs_and_traces};
 use cloudmart_testkit::otlp::Collector;
 use cloudmart_testkit::proxy::TcpProxy;
-use cloudmart_testkit::{servers, wait_until};
+use cloudmart_testkit::{TempDir, servers, wait_until};
 use lapin::options::{ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Channel, Connection};
 use serde_json::Value;
@@ -142,15 +141,16 @@ pub(crate) struct TestApp {
     pub(crate) stack: Stack,
     pub(crate) url: String,
     pub(crate) client: reqwest::Client,
-    dir: PathBuf,
+    /// The stack's data, removed when the test ends, failed or not.
+    dir: TempDir,
 }
 
 /// Starts all six services in AMQP mode with a fast relay; `extra` wins.
 pub(crate) async fn spawn_app(broker: &Broker, extra: &[(&str, &str)]) -> TestApp {
     let _ = logs();
-    let dir = std::env::temp_dir().join(unique("data"));
+    let dir = TempDir::new("rabbitmq");
     let mut env: HashMap<String, String> = [
-        ("DATA_DIR", dir.display().to_string()),
+        ("DATA_DIR", dir.to_env()),
         ("DB_NAME", "rabbitmq".to_owned()),
         (
             "JWT_SECRET",
@@ -305,6 +305,6 @@ impl TestApp {
     /// the data directory.
     pub(crate) async fn stop(self) {
         self.stack.stop().await;
-        let _ = std::fs::remove_dir_all(&self.dir);
+        drop(self.dir);
     }
 }

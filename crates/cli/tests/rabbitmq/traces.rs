@@ -17,7 +17,7 @@ use std::time::Duration;
 use cloudmart_cli::stack::Single;
 use cloudmart_common::run::Service;
 use cloudmart_testkit::otlp::{Collector, SpanRecord, trace_id_of, tree};
-use cloudmart_testkit::{closed_port, servers};
+use cloudmart_testkit::{TempDir, closed_port, servers};
 use serde_json::{Value, json};
 
 use cloudmart_cli::stack::SERVICE_NAMES as SERVICES;
@@ -334,8 +334,8 @@ async fn start<S: Service>(env: &[(&str, &str)]) -> Single {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_call_is_one_client_span_per_attempt_and_the_injected_failures_show() {
     let collector: &Collector = traces();
-    let data = std::env::temp_dir().join(unique("data"));
-    let data = data.display().to_string();
+    let dir = TempDir::new("traces");
+    let data = dir.to_env();
     let database = start::<cloudmart_database::Application>(&[
         ("DB_NAME", "traces"),
         ("DATA_DIR", &data),
@@ -441,14 +441,13 @@ async fn a_retried_call_is_one_client_span_per_attempt_and_the_injected_failures
 
     order.stop().await;
     database.stop().await;
-    let _ = std::fs::remove_dir_all(&data);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_shed_by_database_service_says_so_in_its_span() {
     let collector = traces();
-    let data = std::env::temp_dir().join(unique("data"));
-    let data = data.display().to_string();
+    let dir = TempDir::new("traces");
+    let data = dir.to_env();
     // One slot, no waiting for it, and each request holds it for 400 ms.
     let database = start::<cloudmart_database::Application>(&[
         ("DB_NAME", "traces"),
@@ -499,5 +498,4 @@ async fn a_request_shed_by_database_service_says_so_in_its_span() {
     );
 
     database.stop().await;
-    let _ = std::fs::remove_dir_all(&data);
 }

@@ -2,16 +2,14 @@
 
 use std::time::{Duration, Instant};
 
-use cloudmart_testkit::{ServiceProcess, free_port, metric, wait_until};
+use cloudmart_testkit::{ServiceProcess, TempDir, free_port, metric, wait_until};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_database-service");
 
-fn data_dir(tag: &str) -> String {
-    std::env::temp_dir()
-        .join(format!("cloudmart-db-proc-{tag}-{}", std::process::id()))
-        .display()
-        .to_string()
+/// A data directory removed when the test ends, failed or not.
+fn data_dir(tag: &str) -> TempDir {
+    TempDir::new(&format!("db-proc-{tag}"))
 }
 
 /// Fault 1 of the workshop: without `DB_NAME` the service exits 1 at once
@@ -70,7 +68,7 @@ async fn sigterm_lets_an_in_flight_request_finish() {
         BIN,
         &[
             ("DB_NAME", "sigterm"),
-            ("DATA_DIR", &dir),
+            ("DATA_DIR", &dir.to_env()),
             ("CHAOS_LATENCY_MS", "1500"),
         ],
     )
@@ -114,7 +112,6 @@ async fn sigterm_lets_an_in_flight_request_finish() {
         db.output()
     );
     assert!(db.output().contains("SIGTERM received"), "{}", db.output());
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Workshop fault 8: `CHAOS_FAILURE_RATE=0.5` answers about half of the
@@ -127,7 +124,7 @@ async fn chaos_failure_rate_half_fails_about_half_of_the_requests() {
         BIN,
         &[
             ("DB_NAME", "chaos"),
-            ("DATA_DIR", &dir),
+            ("DATA_DIR", &dir.to_env()),
             ("CHAOS_FAILURE_RATE", "0.5"),
         ],
     )
@@ -169,7 +166,6 @@ async fn chaos_failure_rate_half_fails_about_half_of_the_requests() {
     )
     .await;
     assert_eq!(injected, Some(f64::from(failed)));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A caller that hangs up mid-request must not leave the request counted
@@ -182,7 +178,7 @@ async fn a_request_whose_caller_hangs_up_leaves_the_in_flight_gauge() {
         BIN,
         &[
             ("DB_NAME", "hangup"),
-            ("DATA_DIR", &dir),
+            ("DATA_DIR", &dir.to_env()),
             ("CHAOS_LATENCY_MS", "2000"),
         ],
     )

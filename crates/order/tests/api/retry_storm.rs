@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cloudmart_testkit::{ServiceProcess, metric};
+use cloudmart_testkit::{ServiceProcess, TempDir, metric};
 use tokio::sync::Mutex;
 
 const ORDERS_PER_SEC: u64 = 60;
@@ -55,12 +55,9 @@ impl Outcome {
 }
 
 async fn run(retry: [(&'static str, &'static str); 3]) -> Outcome {
-    let data = std::env::temp_dir().join(format!(
-        "cloudmart-storm-{}-{}",
-        std::process::id(),
-        retry[1].1
-    ));
-    let data_dir = data.display().to_string();
+    // Removed when this returns or the test fails.
+    let data = TempDir::new(&format!("storm-{}", retry[1].1));
+    let data_dir = data.to_env();
     let (db, db_port) = ServiceProcess::start_healthy(
         &sibling_binary("database-service"),
         &[
@@ -136,7 +133,7 @@ async fn run(retry: [(&'static str, &'static str); 3]) -> Outcome {
         .count();
     drop(order);
     drop(db);
-    let _ = std::fs::remove_dir_all(&data);
+    drop(data);
     Outcome {
         orders: total as usize,
         created,
