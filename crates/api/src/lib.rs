@@ -2,17 +2,24 @@
 //!
 //! `POST /api/orders` validates the request, asks auth-service who the
 //! caller is (no token means a guest), then asks order-service to create
-//! the order. Reads go straight to order-service. Each step is a separate
-//! downstream with its own name, so an error always says which hop failed.
+//! the order. Each step is a separate downstream with its own name, so an
+//! error always says which hop failed.
+//!
+//! Reads are private. Every route asks auth-service who the caller is, so an
+//! invalid token is a 401 everywhere. A listing needs a login and shows only
+//! the caller's orders (an admin sees everyone's). One order answers its
+//! owner; anyone else gets the same 404 as for an id that does not exist,
+//! so ids cannot be probed. A guest's order is readable by its id alone:
+//! the id is the guest's receipt.
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cloudmart_common::client::{self, ClientConfig, Downstream};
 use cloudmart_common::config::{ConfigError, Env, EnvReader, EnvVar, port_var};
-use cloudmart_common::error::{ApiError, Json};
+use cloudmart_common::error::{ApiError, Json, Query};
 use cloudmart_common::health::{Check, Health, HttpCheck};
 use cloudmart_common::metrics::MetricsBuilder;
 use cloudmart_common::model::{
@@ -179,20 +186,39 @@ fn lines(req: OrderRequest) -> Result<Vec<OrderItem>, ApiServiceError> {
     Ok(items)
 }
 
+/// The subject of a caller without a token, as auth-service names it.
+const GUEST: &str = "guest";
+/// The role that may read every customer's orders.
+const ROLE_ADMIN: &str = "admin";
+
+/// Who is calling, as auth-service's `/auth/validate` answers.
 #[derive(Debug, Deserialize)]
 struct Identity {
     subject: String,
+    #[serde(default)]
+    guest: bool,
+    #[serde(default)]
+    role: String,
 }
 
-async fn create(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Json(req): Json<OrderRequest>,
-) -> Result<Response, ApiServiceError> {
-    let items = lines(req)?;
+impl Identity {
+    fn is_admin(&self) -> bool {
+        !self.guest && self.role == ROLE_ADMIN
+    }
+
+    /// Whether this caller may read `order`.
+    fn may_read(&self, order: &Order) -> bool {
+        order.customer == GUEST
+            || self.is_admin()
+            || (!self.guest && order.customer == self.subject)
+    }
+}
+
+/// Asks auth-service who sent `headers`: a guest without a token, a 401
+/// naming the problem for a bad one.
+async fn identify(auth: &Downstream, headers: &HeaderMap) -> Result<Identity, ApiServiceError> {
     let authorization = headers.get(header::AUTHORIZATION).cloned();
-    let (_, who): (_, Identity) = s
-        .auth
+    let (_, who) = auth
         .call(
             Method::POST,
             "/auth/validate",
@@ -203,6 +229,16 @@ async fn create(
             },
         )
         .await?;
+    Ok(who)
+}
+
+async fn create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<OrderRequest>,
+) -> Result<Response, ApiServiceError> {
+    let items = lines(req)?;
+    let who = identify(&s.auth, &headers).await?;
     let key = headers.get("idempotency-key").cloned();
     let body = serde_json::json!({"items": items, "customer": who.subject});
     let (status, order): (_, Order) = s
@@ -227,23 +263,56 @@ async fn create(
 
 async fn get_one(
     State(s): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Order>, ApiServiceError> {
-    if id.is_empty() || id.len() > 100 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    {
-        return Err(ApiError::not_found(format!("no order with id {id}")).into());
+    let not_found = || ApiError::not_found(format!("no order with id {id}")).into();
+    let well_formed = !id.is_empty()
+        && id.len() <= 100
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    // Who asks and what they ask for are independent: ask both at once.
+    let fetch = async {
+        if !well_formed {
+            return Ok(None);
+        }
+        s.order
+            .call::<Order, _>(Method::GET, &format!("/orders/{id}"), true, |r| r)
+            .await
+            .map(|(_, order)| Some(order))
+    };
+    let (who, order) = tokio::join!(identify(&s.auth, &headers), fetch);
+    // An invalid token is a 401 even for an id that does not exist.
+    let who = who?;
+    let order = match order {
+        Ok(Some(order)) => order,
+        Ok(None) => return Err(not_found()),
+        Err(e) if e.status == StatusCode::NOT_FOUND => return Err(not_found()),
+        Err(e) => return Err(e.into()),
+    };
+    if !who.may_read(&order) {
+        tracing::info!(order_id = %order.id, caller = %who.subject, "order {} is not {}'s; answering 404", order.id, who.subject);
+        return Err(not_found());
     }
-    let (_, order) = s
-        .order
-        .call(Method::GET, &format!("/orders/{id}"), true, |r| r)
-        .await?;
     Ok(Json(order))
 }
 
 async fn list(
     State(s): State<AppState>,
-    Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+    Query(mut q): Query<PageQuery>,
 ) -> Result<Json<OrderPage>, ApiServiceError> {
+    let who = identify(&s.auth, &headers).await?;
+    if who.guest {
+        return Err(ApiError::unauthorized(
+            "listing orders needs a login: send Authorization: Bearer <token> from POST /api/auth/login (a guest reads an order by its id)",
+        )
+        .into());
+    }
+    // A customer sees their own orders whatever they ask for; an admin
+    // sees everyone's, or one customer's with ?customer=.
+    if !who.is_admin() {
+        q.customer = Some(who.subject);
+    }
     let path = q.forward("/orders").map_err(ApiServiceError::Invalid)?;
     let (_, page) = s.order.call(Method::GET, &path, true, |r| r).await?;
     Ok(Json(page))

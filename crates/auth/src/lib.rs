@@ -86,7 +86,7 @@ pub const AUTH_SEED_USERS: EnvVar = EnvVar::with_default(
     "AUTH_SEED_USERS",
     "true",
     "true or false",
-    "Create the demo users alice/alice-secret and bob/bob-secret at start-up",
+    "Create the demo users alice/alice-secret, bob/bob-secret and the admin operator/operator-secret at start-up",
 );
 
 /// `LOGIN_MAX_PER_ACCOUNT`.
@@ -145,7 +145,23 @@ pub const DEMO_USERS: &[(&str, &str, &str)] = &[
         "bob-secret",
         "$argon2id$v=19$m=19456,t=2,p=1$8GIGwkhrQwQbWWGqu3iang$PZ69SInfZrEw0PNPRdGu8kwXNQvxvxw8ehLdyReb3X4",
     ),
+    (
+        "operator",
+        "operator-secret",
+        "$argon2id$v=19$m=19456,t=2,p=1$7EJhFqXaerKLOGGiHRR3YA$2gECSg08ms13Gh8kqRjcV0AZo4EmLW7fSfmQ0qZqi60",
+    ),
 ];
+
+/// Seeded accounts whose tokens carry [`ROLE_ADMIN`]: the instructor's view
+/// of every customer's orders. The role belongs to the seeded account, not
+/// to the name, so with `AUTH_SEED_USERS=false` nobody can register it.
+pub const DEMO_ADMINS: &[&str] = &["operator"];
+/// The role claim that may read every customer's orders.
+pub const ROLE_ADMIN: &str = "admin";
+/// The role of every other account.
+pub const ROLE_CUSTOMER: &str = "customer";
+/// The subject of a caller without a token; no account may take this name.
+pub const GUEST: &str = "guest";
 
 /// A signing key that never shows up in Debug output or logs.
 #[derive(Clone)]
@@ -242,11 +258,16 @@ pub struct Claims {
     pub exp: u64,
     /// Token id, so one token can be revoked.
     pub jti: String,
+    /// `admin` for the operator; absent for customers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 #[derive(Clone)]
 struct AppState {
     users: Arc<RwLock<HashMap<String, String>>>,
+    /// Seeded accounts with the admin role.
+    admins: Arc<Vec<String>>,
     hasher: Hasher,
     encoding: Arc<EncodingKey>,
     decoding: Arc<DecodingKey>,
@@ -334,6 +355,13 @@ fn validate_credentials(c: &Credentials) -> Result<(), AuthError> {
             "username must be 3 to 64 characters of letters, digits, '.', '_', '-' or '@'"
                 .to_owned(),
         ));
+    }
+    if c.username.eq_ignore_ascii_case(GUEST) {
+        // Guest orders are readable by id alone; an account named guest
+        // would see them all in its list.
+        return Err(AuthError::Invalid(format!(
+            "username {GUEST} is reserved for callers without a token"
+        )));
     }
     if !(8..=128).contains(&c.password.chars().count()) {
         return Err(AuthError::Invalid(
@@ -478,6 +506,10 @@ async fn login(
         iat,
         exp: iat + s.ttl.as_secs(),
         jti: uuid::Uuid::new_v4().to_string(),
+        role: s
+            .admins
+            .contains(&c.username)
+            .then(|| ROLE_ADMIN.to_owned()),
     };
     let token = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(Algorithm::HS256),
@@ -533,11 +565,12 @@ fn verify(s: &AppState, token: &str) -> Result<Claims, AuthError> {
         })
 }
 
-fn valid(subject: &str, expires_at: u64) -> Json<serde_json::Value> {
+fn valid(subject: &str, role: Option<&str>, expires_at: u64) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "valid": true,
         "guest": false,
         "subject": subject,
+        "role": role.unwrap_or(ROLE_CUSTOMER),
         "expires_at": expires_at,
     }))
 }
@@ -553,7 +586,7 @@ async fn validate(
 ) -> Result<Json<serde_json::Value>, AuthError> {
     let Some(token) = bearer(&headers)? else {
         return Ok(Json(
-            serde_json::json!({"valid": true, "guest": true, "subject": "guest"}),
+            serde_json::json!({"valid": true, "guest": true, "subject": GUEST, "role": GUEST}),
         ));
     };
     let key = token_key(token);
@@ -563,13 +596,13 @@ async fn validate(
             // The entry never outlives the token; the check guards a clock jump.
             Ok(Some(hit)) if hit.exp + LEEWAY_SECS >= now_secs() => {
                 s.metrics.cache(true);
-                return Ok(valid(&hit.sub, hit.exp));
+                return Ok(valid(&hit.sub, hit.role.as_deref(), hit.exp));
             }
             Ok(_) => s.metrics.cache(false),
             Err(e) => {
                 warn_fail_open(&e);
                 let claims = verify(&s, token)?;
-                return Ok(valid(&claims.sub, claims.exp));
+                return Ok(valid(&claims.sub, claims.role.as_deref(), claims.exp));
             }
         }
     }
@@ -578,6 +611,7 @@ async fn validate(
     let cached = CachedToken {
         sub: claims.sub.clone(),
         exp: claims.exp,
+        role: claims.role.clone(),
     };
     let ttl = s.token_cache.min(remaining);
     let entry = (!ttl.is_zero()).then_some(CacheEntry {
@@ -590,10 +624,10 @@ async fn validate(
             tracing::info!(user = %claims.sub, reason = "revoked", "rejected token: the token has been revoked");
             Err(AuthError::Unauthorized("the token has been revoked"))
         }
-        Ok(false) => Ok(valid(&claims.sub, claims.exp)),
+        Ok(false) => Ok(valid(&claims.sub, claims.role.as_deref(), claims.exp)),
         Err(e) => {
             warn_fail_open(&e);
-            Ok(valid(&claims.sub, claims.exp))
+            Ok(valid(&claims.sub, claims.role.as_deref(), claims.exp))
         }
     }
 }
@@ -710,14 +744,17 @@ impl Service for Application {
             }
         };
         let mut users = HashMap::new();
+        let mut admins = Vec::new();
         if config.seed_users {
             for (name, _, hash) in DEMO_USERS {
                 users.insert((*name).to_owned(), (*hash).to_owned());
             }
+            admins.extend(DEMO_ADMINS.iter().map(|a| (*a).to_owned()));
             tracing::info!(users = DEMO_USERS.len(), "demo users created");
         }
         let state = AppState {
             users: Arc::new(RwLock::new(users)),
+            admins: Arc::new(admins),
             hasher,
             encoding: Arc::new(EncodingKey::from_secret(&secret.0)),
             decoding: Arc::new(DecodingKey::from_secret(&secret.0)),

@@ -84,6 +84,9 @@ pub struct CachedToken {
     pub sub: String,
     /// Expiry, seconds since the epoch.
     pub exp: u64,
+    /// The role claim, if any; entries written before roles existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 /// A cache entry to write once the token is known not to be revoked.
@@ -381,6 +384,7 @@ mod tests {
         CachedToken {
             sub: sub.to_owned(),
             exp: 4_000_000_000,
+            role: None,
         }
     }
 

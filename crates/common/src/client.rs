@@ -293,8 +293,9 @@ impl Downstream {
     /// Connect failures are always retried (nothing reached the server).
     /// Timeouts, 429, 500, 502, 503 and 504 are retried only when
     /// `idempotent` is true, that is for reads and for writes that carry an
-    /// idempotency key. Any HTTP response that is not retried, or the last
-    /// one, is returned for the caller to interpret.
+    /// idempotency key; a 503 naming a dependency as down never is. Any HTTP
+    /// response that is not retried, or the last one, is returned for the
+    /// caller to interpret.
     pub async fn send<F>(
         &self,
         method: Method,
@@ -378,7 +379,19 @@ impl Downstream {
                             current.record("error.type", status.as_str());
                         }
                         let retryable = matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504);
-                        if retryable && idempotent {
+                        // A 503 that says a dependency of the downstream is
+                        // down (its database, Redis) is passed on at once: a
+                        // retry inside this request would meet the same
+                        // outage and only hold our caller. A busy downstream
+                        // (503 `overloaded`) is worth a retry after a wait.
+                        let (response, dependency_down) =
+                            if retryable && idempotent && status == StatusCode::SERVICE_UNAVAILABLE
+                            {
+                                names_a_dependency_down(response).await
+                            } else {
+                                (response, false)
+                            };
+                        if retryable && idempotent && !dependency_down {
                             let retry_after = response
                                 .headers()
                                 .get(reqwest::header::RETRY_AFTER)
@@ -402,6 +415,23 @@ impl Downstream {
             Err(Failure::Transport(t)) => Err(t),
         }
     }
+}
+
+/// Whether a 503 names a dependency of the downstream as down (its error
+/// code is one of [`crate::error::DEPENDENCY_DOWN_CODES`]), and the same
+/// response, rebuilt from the body that had to be read to tell.
+async fn names_a_dependency_down(response: Response) -> (Response, bool) {
+    let status = response.status();
+    let version = response.version();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.unwrap_or_default();
+    let down = serde_json::from_slice::<crate::error::ErrorBody>(&body)
+        .is_ok_and(|b| crate::error::DEPENDENCY_DOWN_CODES.contains(&b.error.code.as_str()));
+    let mut rebuilt = http::Response::new(body);
+    *rebuilt.status_mut() = status;
+    *rebuilt.version_mut() = version;
+    *rebuilt.headers_mut() = headers;
+    (Response::from(rebuilt), down)
 }
 
 /// Reads a JSON body, turning a malformed one into a 502 naming `downstream`.

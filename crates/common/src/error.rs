@@ -9,7 +9,8 @@
 
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -127,6 +128,16 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// Error codes of a 503 that means "a dependency of mine is down" rather
+/// than "I am busy": database-service without MongoDB, auth-service without
+/// Redis, and a hop passing such a 503 on. Callers pass these on at once
+/// instead of retrying inside the request.
+pub const DEPENDENCY_DOWN_CODES: &[&str] = &[
+    "store_unavailable",
+    "dependency_unavailable",
+    "upstream_unavailable",
+];
+
 /// A JSON body extractor whose rejections use the CloudMart error body.
 ///
 /// Malformed JSON is 400, a wrong type or a missing field is 422, a missing
@@ -153,6 +164,39 @@ where
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
+    }
+}
+
+/// A query-string extractor whose rejection is a 400 in the CloudMart error
+/// body naming the parameter: `?limit=abc` gives "invalid query parameter
+/// limit: invalid digit found in string".
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            // axum's text already names the parameter: "Failed to
+            // deserialize query string: limit: invalid digit found in string".
+            Err(rejection) => {
+                let detail = rejection.body_text();
+                let detail = detail
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&detail);
+                Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    format!("invalid query parameter {detail}"),
+                ))
+            }
+        }
     }
 }
 

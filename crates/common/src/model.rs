@@ -72,13 +72,17 @@ pub struct OrderPage {
     pub next_cursor: Option<String>,
 }
 
-/// `?limit=&cursor=` of a listing, as every hop of `GET /orders` takes it.
+/// `?limit=&cursor=&customer=` of a listing, as every hop of `GET /orders`
+/// takes it. api-service sets `customer` from the caller's token (an admin
+/// may choose it); a client's own `customer` is never trusted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct PageQuery {
     /// Page size, 1 to 100 (20 when absent).
     pub limit: Option<u32>,
     /// The id of the last order of the previous page.
     pub cursor: Option<String>,
+    /// Only this customer's orders; everyone's when absent.
+    pub customer: Option<String>,
 }
 
 impl PageQuery {
@@ -91,6 +95,10 @@ impl PageQuery {
         let mut out = format!("{path}?limit={limit}");
         if let Some(c) = self.cursor.as_deref() {
             out.push_str("&cursor=");
+            out.push_str(&crate::client::encode_component(c));
+        }
+        if let Some(c) = self.customer.as_deref() {
+            out.push_str("&customer=");
             out.push_str(&crate::client::encode_component(c));
         }
         Ok(out)
@@ -192,10 +200,11 @@ mod tests {
         let q = PageQuery {
             limit: Some(5),
             cursor: Some("a b".to_owned()),
+            customer: Some("alice".to_owned()),
         };
         assert_eq!(
             q.forward("/orders").unwrap(),
-            "/orders?limit=5&cursor=a%20b"
+            "/orders?limit=5&cursor=a%20b&customer=alice"
         );
         assert_eq!(
             PageQuery::default().forward("/orders").unwrap(),
@@ -203,7 +212,7 @@ mod tests {
         );
         let big = PageQuery {
             limit: Some(101),
-            cursor: None,
+            ..PageQuery::default()
         };
         assert!(big.forward("/orders").unwrap_err().contains("got 101"));
     }

@@ -13,6 +13,7 @@
 //! middleware sits inside that bound, so injected latency uses up capacity
 //! the way a slow disk would.
 
+pub mod breaker;
 pub mod mongo;
 pub mod store;
 
@@ -20,14 +21,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch};
 use cloudmart_common::chaos::{self, Chaos, ChaosConfig};
 use cloudmart_common::config::{ConfigError, Env, EnvReader, EnvVar, port_var};
-use cloudmart_common::error::{ApiError, Json};
+use cloudmart_common::error::{ApiError, Json, Query};
 use cloudmart_common::health::{Check, Health};
 use cloudmart_common::metrics::{InFlight, MetricsBuilder};
 use cloudmart_common::model::{
@@ -138,6 +139,8 @@ enum DbError {
     NotFound(String),
     /// 422: the body is well-formed but not acceptable.
     Invalid(String),
+    /// 400: the request names something that cannot be used (a cursor).
+    BadRequest(String),
     /// 503: the store is unreachable (names the backend).
     Unavailable(String),
     /// 500: anything else; logged, not sent.
@@ -149,6 +152,7 @@ impl From<StoreError> for DbError {
         match e {
             StoreError::Unavailable(m) => Self::Unavailable(m),
             StoreError::Internal(m) => Self::Internal(m),
+            e @ StoreError::UnknownCursor(_) => Self::BadRequest(e.to_string()),
         }
     }
 }
@@ -158,6 +162,7 @@ impl IntoResponse for DbError {
         match self {
             Self::NotFound(id) => ApiError::not_found(format!("no order with id {id}")),
             Self::Invalid(m) => ApiError::validation(m),
+            Self::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m),
             Self::Unavailable(m) => {
                 tracing::error!(error = %m, "store unavailable: {m}");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", m)
@@ -176,6 +181,7 @@ impl IntoResponse for DbError {
 struct ListQuery {
     limit: Option<usize>,
     cursor: Option<String>,
+    customer: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,7 +234,11 @@ async fn list(
             "limit must be from 1 to 100, got {limit}"
         )));
     }
-    Ok(Json(s.store.list(limit, q.cursor.as_deref()).await?))
+    Ok(Json(
+        s.store
+            .list(limit, q.cursor.as_deref(), q.customer.as_deref())
+            .await?,
+    ))
 }
 
 async fn set_notification(

@@ -37,6 +37,7 @@ use tokio::sync::OnceCell;
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
+use crate::breaker::{Admit, Breaker};
 use crate::store::{Inserted, OrderStore, StoreError};
 
 /// `MONGODB_URI`.
@@ -64,7 +65,7 @@ pub const MONGO_CONNECT_TIMEOUT_MS: EnvVar = EnvVar::with_default(
 /// `MONGO_SERVER_SELECTION_TIMEOUT_MS`.
 pub const MONGO_SERVER_SELECTION_TIMEOUT_MS: EnvVar = EnvVar::with_default(
     "MONGO_SERVER_SELECTION_TIMEOUT_MS",
-    "2000",
+    "800",
     "milliseconds from 1 to 60000",
     "How long an operation waits for a reachable MongoDB before failing with 503",
 );
@@ -87,6 +88,12 @@ const DUPLICATE_KEY: i32 = 11000;
 const NOT_SERVING_CODES: [i32; 8] = [91, 189, 10058, 10107, 11600, 11602, 13435, 13436];
 /// Extra time an operation gets on top of server selection and connecting.
 const OPERATION_GRACE: Duration = Duration::from_secs(5);
+/// Unreachable failures in a row that make the store fail fast; three, so
+/// one dropped connection does not, but a down server is found at once.
+const BREAKER_FAILURES: u32 = 3;
+/// How long the store fails fast before one operation tries MongoDB again.
+/// Readiness is checked about this often, so recovery is noticed quickly.
+const BREAKER_COOL_DOWN: Duration = Duration::from_secs(1);
 
 /// Pool and timeout settings; the timeouts decide how fast a request fails
 /// with 503 while MongoDB is down instead of hanging.
@@ -106,7 +113,8 @@ impl Default for MongoOptions {
         Self {
             max_pool_size: 10,
             connect_timeout: Duration::from_millis(2000),
-            server_selection_timeout: Duration::from_millis(2000),
+            // Under a second, so a caller learns MongoDB is gone within one.
+            server_selection_timeout: Duration::from_millis(800),
         }
     }
 }
@@ -173,6 +181,8 @@ struct Shared {
     indexes: OnceCell<()>,
     /// Upper bound for one operation, so a hung server cannot hang a request.
     op_timeout: Duration,
+    /// Fails operations at once while MongoDB is known to be unreachable.
+    breaker: Breaker,
 }
 
 /// Orders in a MongoDB collection; see the module docs.
@@ -230,6 +240,7 @@ impl MongoStore {
             db,
             indexes: OnceCell::new(),
             op_timeout: opts.server_selection_timeout + opts.connect_timeout + OPERATION_GRACE,
+            breaker: Breaker::new(BREAKER_FAILURES, BREAKER_COOL_DOWN),
         });
         let mut store = MongoStore {
             shared,
@@ -266,9 +277,10 @@ impl MongoStore {
         };
         let s = &self.shared;
         let span = s.span("insert");
-        let inserted = timed(s.op_timeout, s.orders.insert_one(&doc))
+        let inserted = s
+            .attempt(s.orders.insert_one(&doc))
             .instrument(span.clone())
-            .await;
+            .await?;
         if let Err(e) = &inserted {
             // A duplicate key is an idempotent replay, not a failure.
             record_error(&span, e, !is_duplicate_key(e));
@@ -324,13 +336,38 @@ impl Shared {
         op: impl IntoFuture<Output = mongodb::error::Result<T>>,
     ) -> Result<T, StoreError> {
         let span = self.span(what);
-        timed(self.op_timeout, op)
+        self.attempt(op)
             .instrument(span.clone())
-            .await
+            .await?
             .map_err(|e| {
                 record_error(&span, &e, true);
                 classify(what, &e)
             })
+    }
+
+    /// Runs one driver operation with the operation timeout, through the
+    /// breaker: refused at once (503) while it is open, and its outcome
+    /// recorded. The driver's own result is returned for the caller to read.
+    async fn attempt<T>(
+        &self,
+        op: impl IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> Result<mongodb::error::Result<T>, StoreError> {
+        if let Admit::No { cause, retry_in } = self.breaker.admit() {
+            tracing::Span::current().record("error.type", "circuit_open");
+            return Err(StoreError::Unavailable(format!(
+                "{cause}; failing fast, next try in {} ms",
+                retry_in.as_millis()
+            )));
+        }
+        let result = timed(self.op_timeout, op).await;
+        match &result {
+            Err(e) => match classify("", e) {
+                StoreError::Unavailable(cause) => self.breaker.failed(&cause),
+                _ => self.breaker.succeeded(),
+            },
+            Ok(_) => self.breaker.succeeded(),
+        }
+        Ok(result)
     }
 
     /// A client span for the command `operation`, following the
@@ -395,6 +432,12 @@ fn index_models() -> Vec<IndexModel> {
         // it backwards. Not compound with `_id`: on nx-27017 an index that
         // names `_id` makes every later insert fail ("JSON path error").
         index(doc! { "created_at": -1 }, "created_at_desc", false),
+        // A customer's own listing.
+        index(
+            doc! { "customer": 1, "created_at": -1 },
+            "customer_created_at",
+            false,
+        ),
     ]
 }
 
@@ -566,23 +609,32 @@ impl OrderStore for MongoStore {
         &'a self,
         limit: usize,
         cursor: Option<&'a str>,
+        customer: Option<&'a str>,
     ) -> BoxFuture<'a, Result<cloudmart_common::model::OrderPage, StoreError>> {
         Box::pin(async move {
             let s = &self.shared;
             let after = match cursor {
-                Some(c) => s.run("find", s.orders.find_one(doc! { "_id": c })).await?,
+                Some(c) => {
+                    let found = s.run("find", s.orders.find_one(doc! { "_id": c })).await?;
+                    match found {
+                        Some(a) if customer.is_none_or(|who| a.customer == who) => Some(a),
+                        _ => return Err(StoreError::UnknownCursor(c.to_owned())),
+                    }
+                }
                 None => None,
             };
             // Strictly after the cursor order in (created_at, _id) descending
-            // order. An unknown cursor starts from the top, as the embedded
-            // store does.
-            let filter = match &after {
+            // order, and only the customer's orders when one is given.
+            let mut filter = match &after {
                 Some(a) => doc! { "$or": [
                     { "created_at": { "$lt": &a.created_at } },
                     { "created_at": &a.created_at, "_id": { "$lt": &a.key } },
                 ] },
                 None => doc! {},
             };
+            if let Some(who) = customer {
+                filter.insert("customer", who);
+            }
             let take = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
             let mut orders: Vec<Order> = s
                 .run("find", async {
@@ -834,16 +886,22 @@ mod tests {
             store.insert_at(new, at.to_owned()).await.unwrap();
         }
 
-        let first = store.list(2, None).await.unwrap();
-        let second = store.list(2, first.next_cursor.as_deref()).await.unwrap();
-        let last = store.list(2, second.next_cursor.as_deref()).await.unwrap();
+        let first = store.list(2, None, None).await.unwrap();
+        let second = store
+            .list(2, first.next_cursor.as_deref(), None)
+            .await
+            .unwrap();
+        let last = store
+            .list(2, second.next_cursor.as_deref(), None)
+            .await
+            .unwrap();
 
         assert_eq!(ids(&first.orders), ["o4", "o3"]);
         assert_eq!(first.next_cursor.as_deref(), Some("o3"));
         assert_eq!(ids(&second.orders), ["o2", "o1"]);
         assert_eq!(ids(&last.orders), ["o0"]);
         assert_eq!(last.next_cursor, None);
-        let all = store.list(5, None).await.unwrap();
+        let all = store.list(5, None, None).await.unwrap();
         assert_eq!(all.orders.len(), 5);
         assert_eq!(all.next_cursor, None);
         store.drop_database().await.unwrap();

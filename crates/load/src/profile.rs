@@ -9,8 +9,9 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Client, RequestBuilder, Url};
 use serde::{Deserialize, Serialize};
 
@@ -75,6 +76,13 @@ impl Profile {
         }
     }
 
+    /// Whether the mix lists orders, which needs a signed-in customer.
+    pub fn browses(self) -> bool {
+        self.mix()
+            .iter()
+            .any(|&(operation, slots)| operation == Operation::Browse && slots > 0)
+    }
+
     /// The operation of request `index` (0-based). Deterministic, so runs
     /// are reproducible.
     pub fn operation(self, index: u64) -> Operation {
@@ -120,7 +128,8 @@ impl Operation {
     }
 
     /// Builds request `index` of this operation. Logins alternate between
-    /// the two demo users; orders cycle through 100 item names.
+    /// the two demo users; orders cycle through 100 item names; a browse
+    /// lists the signed-in customer's orders (listing needs a login).
     pub(crate) fn request(
         self,
         client: &Client,
@@ -138,7 +147,13 @@ impl Operation {
                 .header(CONTENT_TYPE, JSON)
                 .header("idempotency-key", uuid::Uuid::new_v4().to_string())
                 .body(format!(r#"{{"item":"item-{}","quantity":1}}"#, index % 100)),
-            Self::Browse => client.get(endpoints.browse.clone()),
+            Self::Browse => {
+                let request = client.get(endpoints.browse.clone());
+                match &endpoints.browse_auth {
+                    Some(auth) => request.header(AUTHORIZATION, auth.clone()),
+                    None => request,
+                }
+            }
             Self::Login => client
                 .post(endpoints.login.clone())
                 .header(CONTENT_TYPE, JSON)
@@ -159,6 +174,8 @@ pub(crate) struct Endpoints {
     orders: Url,
     browse: Url,
     login: Url,
+    /// `Bearer <token>` of the customer whose orders a browse lists.
+    browse_auth: Option<HeaderValue>,
 }
 
 impl Endpoints {
@@ -217,9 +234,49 @@ impl Endpoints {
             orders: at("/api/orders"),
             browse,
             login: at("/api/auth/login"),
+            browse_auth: None,
         })
     }
+
+    /// Signs in the demo customer whose orders the browse share lists, once
+    /// per run. Without a token every browse answers 401, which the report
+    /// shows; the reason is returned for the caller to print.
+    pub(crate) async fn sign_in(
+        &mut self,
+        client: &Client,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        #[derive(Deserialize)]
+        struct Token {
+            token: String,
+        }
+        let answer = client
+            .post(self.login.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(BROWSER)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| format!("the sign-in request failed: {e}"))?;
+        let status = answer.status();
+        if !status.is_success() {
+            return Err(format!("the sign-in answered {status}"));
+        }
+        let body = answer
+            .bytes()
+            .await
+            .map_err(|e| format!("the sign-in answer could not be read: {e}"))?;
+        let token: Token = serde_json::from_slice(&body)
+            .map_err(|e| format!("the sign-in answer has no token: {e}"))?;
+        let value = HeaderValue::try_from(format!("Bearer {}", token.token))
+            .map_err(|_| "the sign-in token is not a header value".to_owned())?;
+        self.browse_auth = Some(value);
+        Ok(())
+    }
 }
+
+/// The customer whose orders the browse share lists.
+const BROWSER: &str = r#"{"username":"alice","password":"alice-secret"}"#;
 
 #[cfg(test)]
 mod tests {

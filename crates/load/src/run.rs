@@ -46,13 +46,20 @@ pub async fn run_until(
     config: &LoadConfig,
     stop: impl Future<Output = ()>,
 ) -> Result<Report, LoadError> {
-    let endpoints = config.endpoints()?;
+    let mut endpoints = config.endpoints()?;
     let client = Client::builder()
         .connect_timeout(config.timeout)
         .pool_max_idle_per_host(config.max_inflight)
         .user_agent(concat!("cloudmart-load/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(LoadError::Client)?;
+    // Listing orders needs a login: the browse share lists one customer's.
+    if config.profile.browses()
+        && let Err(why) = endpoints.sign_in(&client, config.timeout).await
+        && config.progress
+    {
+        eprintln!("cloudmart load: {why}; every browse will answer 401");
+    }
     let inflight = Arc::new(Semaphore::new(config.max_inflight));
     let sent = AtomicU64::new(0);
     let (tx, rx) = mpsc::unbounded_channel();

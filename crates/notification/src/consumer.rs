@@ -8,8 +8,9 @@
 //! from the gateway to the notification.
 //!
 //! Processing is idempotent: [`Outbox::deliver`] notifies once per order
-//! id, so a redelivered message (after a lost ack, a relay re-publish) is
-//! acked without notifying twice. A message that fails (unreadable JSON, an
+//! id (across restarts when Redis is configured), so a redelivered message
+//! (after a lost ack, a crash, a relay re-publish) is acked without
+//! notifying twice. A message that fails (unreadable JSON, an
 //! invalid order, or a failure injected with `CHAOS_FAILURE_RATE`) is
 //! re-published to the back of the queue with `x-attempts` raised and the
 //! original is acked; on its `NOTIFY_MAX_ATTEMPTS`th failure it is rejected
@@ -381,7 +382,7 @@ impl Consumer {
             return Err(Failure::InvalidOrder("order_id is empty".to_owned()));
         }
         validate_items(&req.items).map_err(Failure::InvalidOrder)?;
-        match self.outbox.deliver(&req) {
+        match self.outbox.deliver(&req).await {
             Outcome::Sent => {
                 tracing::info!(order_id = %req.order_id, customer = %req.customer, "notified {} about order {}", req.customer, req.order_id);
             }

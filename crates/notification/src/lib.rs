@@ -11,12 +11,18 @@
 //! `NOTIFY_MAX_ATTEMPTS`; `/ready` then includes a `RabbitMQ` check. The
 //! chaos settings (`CHAOS_*`) apply to HTTP requests and to messages alike,
 //! and `NOTIFY_DELAY_MS` slows messages down to build a backlog on purpose.
-//! `POST /notify` keeps working in both modes. The duplicate-detection
-//! window is in memory: it covers redeliveries, not a restart.
+//! `POST /notify` keeps working in both modes.
+//!
+//! With `REDIS_URL` set, which orders were notified is kept in Redis
+//! ([`dedupe`]), so a message redelivered after a crash or a restart is
+//! skipped; without it, an in-memory window catches redeliveries to the
+//! same process only.
 
 mod consumer;
+pub mod dedupe;
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +46,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::consumer::{Consumer, Settings};
+use crate::dedupe::{Claim, DedupeConfig, Durable};
 
 /// The binary and image name.
 pub const NAME: &str = "notification-service";
@@ -91,6 +98,8 @@ pub struct Config {
     pub delay: Duration,
     /// Fault injection.
     pub chaos: ChaosConfig,
+    /// Redis for de-duplication across restarts; `None` keeps it in memory.
+    pub dedupe: Option<DedupeConfig>,
 }
 
 impl Config {
@@ -104,9 +113,11 @@ impl Config {
         let max_attempts = r.int_in::<u32>(&NOTIFY_MAX_ATTEMPTS, 1, 100);
         let delay = r.millis(&NOTIFY_DELAY_MS, 60_000);
         let chaos = ChaosConfig::from_env(&mut r);
+        let dedupe = DedupeConfig::from_env(&mut r);
         r.finish()?;
         Ok(Self {
             server,
+            dedupe,
             history: history.unwrap_or(100),
             amqp,
             prefetch: prefetch.unwrap_or(16),
@@ -153,12 +164,16 @@ pub enum Delivery {
     Duplicate,
 }
 
-/// Recent deliveries plus the duplicate-detection window.
+/// Recent deliveries plus the duplicate detection: in Redis when
+/// configured, and an in-memory window always.
 pub struct Outbox {
     inner: Mutex<OutboxInner>,
     capacity: usize,
     sent: Counter,
     duplicates: Counter,
+    durable: Option<Durable>,
+    /// Redis failed on the last claim; logged once per outage.
+    degraded: AtomicBool,
 }
 
 struct OutboxInner {
@@ -168,8 +183,13 @@ struct OutboxInner {
 }
 
 impl Outbox {
-    /// An outbox remembering `capacity` orders; registers its counters.
-    pub fn new(capacity: usize, metrics: &mut MetricsBuilder) -> Arc<Self> {
+    /// An outbox remembering `capacity` orders in memory, and every order
+    /// in `durable` when given; registers its counters.
+    pub fn new(
+        capacity: usize,
+        durable: Option<Durable>,
+        metrics: &mut MetricsBuilder,
+    ) -> Arc<Self> {
         let sent = Counter::default();
         let duplicates = Counter::default();
         metrics.registry().register(
@@ -191,11 +211,39 @@ impl Outbox {
             capacity,
             sent,
             duplicates,
+            durable,
+            degraded: AtomicBool::new(false),
         })
     }
 
-    /// Delivers a notification for `req` unless the order was already notified.
-    pub fn deliver(&self, req: &NotifyRequest) -> Delivery {
+    /// Delivers a notification for `req` unless the order was already
+    /// notified: by any process, when Redis remembers; by this one, always.
+    pub async fn deliver(&self, req: &NotifyRequest) -> Delivery {
+        if let Some(durable) = &self.durable {
+            match durable.claim(&req.order_id).await {
+                Ok(claim) => {
+                    if self.degraded.swap(false, Ordering::Relaxed) {
+                        tracing::info!(
+                            "Redis answers again; notified orders are remembered across restarts"
+                        );
+                    }
+                    if claim == Claim::Repeat {
+                        self.duplicates.inc();
+                        return Delivery::Duplicate;
+                    }
+                }
+                Err(e) => {
+                    if !self.degraded.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(error = %e, "{e}; de-duplicating in memory until it answers, so a restart meanwhile could notify an order twice");
+                    }
+                }
+            }
+        }
+        self.deliver_once_here(req)
+    }
+
+    /// The in-memory half of [`Outbox::deliver`].
+    fn deliver_once_here(&self, req: &NotifyRequest) -> Delivery {
         let mut inner = self
             .inner
             .lock()
@@ -252,7 +300,7 @@ async fn notify(
     if req.order_id.trim().is_empty() {
         return Err(ApiError::validation("order_id must not be empty"));
     }
-    let delivery = outbox.deliver(&req);
+    let delivery = outbox.deliver(&req).await;
     match delivery {
         Delivery::Sent => {
             tracing::info!(order_id = %req.order_id, customer = %req.customer, "notified {} about order {}", req.customer, req.order_id)
@@ -291,6 +339,7 @@ impl Service for Application {
             NOTIFY_DELAY_MS,
         ];
         v.extend_from_slice(amqp::ENV);
+        v.extend_from_slice(dedupe::ENV);
         v.extend_from_slice(chaos::ENV);
         v
     }
@@ -301,7 +350,24 @@ impl Service for Application {
 
     async fn build(config: Config) -> Result<App, StartupError> {
         let mut metrics = MetricsBuilder::new();
-        let outbox = Outbox::new(config.history, &mut metrics);
+        let durable = match &config.dedupe {
+            Some(d) => {
+                let durable = Durable::new(d).map_err(StartupError::from)?;
+                tracing::info!(
+                    redis = durable.target(),
+                    "remembering notified orders in Redis at {}",
+                    durable.target()
+                );
+                Some(durable)
+            }
+            None => {
+                tracing::info!(
+                    "REDIS_URL is not set; notified orders are remembered in memory, per process"
+                );
+                None
+            }
+        };
+        let outbox = Outbox::new(config.history, durable, &mut metrics);
         let chaos = Chaos::new(config.chaos, metrics.registry());
         let mut workers = Workers::new();
         let mut checks: Vec<Box<dyn cloudmart_common::health::Check>> = Vec::new();
@@ -380,14 +446,14 @@ mod tests {
         assert!(!line.contains("hunter2"), "{line}");
     }
 
-    #[test]
-    fn the_same_order_is_notified_once_and_the_list_is_bounded() {
+    #[tokio::test]
+    async fn the_same_order_is_notified_once_and_the_list_is_bounded() {
         let mut m = MetricsBuilder::new();
-        let outbox = Outbox::new(3, &mut m);
-        assert_eq!(outbox.deliver(&req("a")), Delivery::Sent);
-        assert_eq!(outbox.deliver(&req("a")), Delivery::Duplicate);
+        let outbox = Outbox::new(3, None, &mut m);
+        assert_eq!(outbox.deliver(&req("a")).await, Delivery::Sent);
+        assert_eq!(outbox.deliver(&req("a")).await, Delivery::Duplicate);
         for id in ["b", "c", "d"] {
-            outbox.deliver(&req(id));
+            outbox.deliver(&req(id)).await;
         }
         let (recent, sent, dup) = outbox.snapshot();
         let ids: Vec<_> = recent.iter().map(|n| n.order_id.as_str()).collect();

@@ -24,14 +24,14 @@ mod relay;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cloudmart_common::amqp::{self, AmqpConfig, RabbitCheck, Workers};
 use cloudmart_common::client::{self, ClientConfig, Downstream};
 use cloudmart_common::config::{ConfigError, Env, EnvReader, EnvVar, port_var};
-use cloudmart_common::error::{ApiError, Json};
+use cloudmart_common::error::{ApiError, Json, Query};
 use cloudmart_common::health::{Health, HttpCheck};
 use cloudmart_common::metrics::MetricsBuilder;
 use cloudmart_common::model::{

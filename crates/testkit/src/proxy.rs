@@ -4,12 +4,16 @@
 //! While cut, the proxy closes every open connection and refuses new ones
 //! (it accepts and closes them at once), which is what a client sees when a
 //! server goes away. Restoring lets new connections through again.
+//!
+//! Held, it keeps every connection open and passes the server's bytes on,
+//! but keeps back what clients send: a consumer still gets its messages,
+//! and its acks never arrive, as when a process dies between the two.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::io::copy_bidirectional;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -17,6 +21,8 @@ use tokio::sync::watch;
 pub struct TcpProxy {
     local: SocketAddr,
     cut: Arc<AtomicBool>,
+    /// `true` while client-to-server bytes are kept back.
+    held: watch::Sender<bool>,
     generation: watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -28,22 +34,29 @@ impl TcpProxy {
         let local = listener.local_addr()?;
         let cut = Arc::new(AtomicBool::new(false));
         let (generation, _) = watch::channel(0u64);
+        let (held, _) = watch::channel(false);
         let task = {
             let cut = cut.clone();
             let generation = generation.clone();
+            let held = held.clone();
             tokio::spawn(async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
+                while let Ok((inbound, _)) = listener.accept().await {
                     if cut.load(Ordering::SeqCst) {
                         drop(inbound);
                         continue;
                     }
                     let mut cut_rx = generation.subscribe();
+                    let held_rx = held.subscribe();
                     tokio::spawn(async move {
-                        let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                        let Ok(outbound) = TcpStream::connect(upstream).await else {
                             return;
                         };
+                        let (mut client_read, mut client_write) = inbound.into_split();
+                        let (mut server_read, mut server_write) = outbound.into_split();
+                        let up = forward(&mut client_read, &mut server_write, Some(held_rx));
+                        let down = forward(&mut server_read, &mut client_write, None);
                         tokio::select! {
-                            _ = copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = async { tokio::join!(up, down) } => {}
                             // Returning drops both sides, closing the client's connection.
                             _ = cut_rx.changed() => {}
                         }
@@ -54,9 +67,21 @@ impl TcpProxy {
         Ok(Self {
             local,
             cut,
+            held,
             generation,
             task,
         })
+    }
+
+    /// Keeps back every byte clients send from now on (the server's still
+    /// reach them) until [`TcpProxy::release`] or a cut.
+    pub fn hold(&self) {
+        self.held.send_replace(true);
+    }
+
+    /// Passes on what clients send again, including what was kept back.
+    pub fn release(&self) {
+        self.held.send_replace(false);
     }
 
     /// The address clients should use.
@@ -79,6 +104,31 @@ impl TcpProxy {
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
     }
+}
+
+/// Copies `from` to `to` until either side closes. With `held`, a chunk
+/// read while it is `true` waits until it turns `false` again.
+async fn forward(
+    from: &mut (impl AsyncReadExt + Unpin),
+    to: &mut (impl AsyncWriteExt + Unpin),
+    mut held: Option<watch::Receiver<bool>>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(held) = &mut held
+            && held.wait_for(|h| !*h).await.is_err()
+        {
+            break;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 impl Drop for TcpProxy {

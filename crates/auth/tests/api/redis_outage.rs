@@ -34,6 +34,7 @@ fn signed_token(sub: &str) -> String {
         iat,
         exp: iat + 600,
         jti: format!("test-{iat}-{sub}"),
+        role: None,
     };
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),

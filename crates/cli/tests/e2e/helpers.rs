@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cloudmart_cli::stack::{Ports, Stack};
 use cloudmart_common::amqp::{self, AmqpConfig};
-use cloudmart_testkit::{servers, wait_until};
+use cloudmart_testkit::{TempDir, servers, wait_until};
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use openmetrics_parser::{
     MetricsExposition, OpenMetricsType, OpenMetricsValue, openmetrics::parse_openmetrics,
@@ -25,13 +25,8 @@ pub(crate) struct TestApp {
     pub(crate) stack: Stack,
     pub(crate) url: String,
     pub(crate) client: reqwest::Client,
-    dir: PathBuf,
-}
-
-fn unique_dir() -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::SeqCst);
-    std::env::temp_dir().join(format!("cloudmart-e2e-{}-{n}", std::process::id()))
+    /// The stack's data, removed when the test ends, failed or not.
+    dir: TempDir,
 }
 
 /// Starts all six services on free ports with their own data directory.
@@ -42,9 +37,9 @@ pub(crate) async fn spawn_app() -> TestApp {
 /// Like [`spawn_app`], with extra environment variables.
 pub(crate) async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let _ = logs();
-    let dir = unique_dir();
+    let dir = TempDir::new("e2e");
     let mut env: HashMap<String, String> = HashMap::from([
-        ("DATA_DIR".to_owned(), dir.display().to_string()),
+        ("DATA_DIR".to_owned(), dir.to_env()),
         ("DB_NAME".to_owned(), "e2e".to_owned()),
         ("JWT_SECRET".to_owned(), JWT_SECRET.to_owned()),
         ("RETRY_BASE_DELAY_MS".to_owned(), "10".to_owned()),
@@ -88,6 +83,25 @@ impl TestApp {
             .expect("a JSON body")
     }
 
+    /// `GET {gateway}{path}` with `Authorization: Bearer {token}`: the status
+    /// and the JSON body.
+    pub(crate) async fn get_as(&self, path: &str, token: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the gateway answers");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("a JSON body"))
+    }
+
+    /// The operator's token: the admin view of every customer's orders.
+    pub(crate) async fn operator(&self) -> String {
+        self.login("operator", "operator-secret").await
+    }
+
     /// Logs in a demo user and returns the token.
     pub(crate) async fn login(&self, user: &str, password: &str) -> String {
         let r = self
@@ -105,7 +119,7 @@ impl TestApp {
     /// Stops every service and removes the data directory.
     pub(crate) async fn stop(self) {
         self.stack.stop().await;
-        let _ = std::fs::remove_dir_all(&self.dir);
+        drop(self.dir);
     }
 }
 

@@ -20,10 +20,11 @@ async fn create_then_get_then_list_newest_first() {
         ids.push(order["id"].as_str().unwrap().to_owned());
     }
     let got: Value = app.get_json(&format!("/api/orders/{}", ids[0])).await;
-    let page1: Value = app.get_json("/api/orders?limit=2").await;
+    let operator = app.operator().await;
+    let (_, page1) = app.get_as("/api/orders?limit=2", &operator).await;
     let cursor = page1["next_cursor"].as_str().expect("a second page exists");
-    let page2: Value = app
-        .get_json(&format!("/api/orders?limit=2&cursor={cursor}"))
+    let (_, page2) = app
+        .get_as(&format!("/api/orders?limit=2&cursor={cursor}"), &operator)
         .await;
 
     // Assert
@@ -77,7 +78,7 @@ async fn a_retried_post_with_the_same_idempotency_key_returns_the_same_order() {
     let a: Value = first.json().await.unwrap();
     let b: Value = second.json().await.unwrap();
     assert_eq!(a["id"], b["id"]);
-    let page: Value = app.get_json("/api/orders").await;
+    let (_, page) = app.get_as("/api/orders", &app.operator().await).await;
     assert_eq!(
         page["orders"].as_array().unwrap().len(),
         1,
@@ -94,6 +95,7 @@ async fn gateway_adds_a_request_id_and_keeps_a_given_one() {
     let given = app
         .client
         .get(format!("{}/api/orders?limit=1", app.url))
+        .bearer_auth(app.operator().await)
         .header("X-Request-Id", "trainee-123")
         .send()
         .await
@@ -193,7 +195,7 @@ async fn ten_concurrent_posts_with_one_idempotency_key_store_one_order() {
     }
     ids.dedup();
     assert_eq!(ids.len(), 1, "every answer carries the same order");
-    let page: Value = app.get_json("/api/orders").await;
+    let (_, page) = app.get_as("/api/orders", &app.operator().await).await;
     assert_eq!(
         page["orders"].as_array().unwrap().len(),
         1,

@@ -59,10 +59,20 @@ async fn a_mongodb_cut_gives_503s_naming_mongodb_then_recovers_without_losing_ac
         acknowledged.push(format!("before-{n}"));
     }
 
-    // During the cut: 503 naming MongoDB, and readiness says so too.
+    // During the cut: 503 naming MongoDB, and readiness says so too. The
+    // first few wait out server selection; then the breaker answers at once.
     proxy.cut();
-    for n in 0..5 {
+    for n in 0..10 {
+        let started = std::time::Instant::now();
         let r = create(n, "during").await.unwrap();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(1), "503 {n} took {took:?}");
+        if n >= 3 {
+            assert!(
+                took < Duration::from_millis(100),
+                "the breaker is open after 3 failures, yet 503 {n} took {took:?}"
+            );
+        }
         assert_eq!(
             r.status(),
             503,

@@ -73,14 +73,17 @@ async fn the_mixed_profile_sends_each_operation_its_share_as_the_api_expects() {
     assert_eq!(count(Operation::Login), 15);
     assert_eq!(count(Operation::Order), 35);
 
+    // One sign-in first, for the browses (listing needs a login), then the
+    // 100 requests of the schedule.
     let seen = server.seen();
-    assert_eq!(seen.len(), 100);
+    assert_eq!(seen.len(), 101);
+    assert_eq!(seen[0].uri, "/api/auth/login");
     let browses: Vec<_> = seen.iter().filter(|s| s.method == Method::GET).collect();
     assert_eq!(browses.len(), 50);
     assert!(browses.iter().all(|s| s.uri == "/api/orders?limit=10"));
 
     let logins: Vec<_> = seen.iter().filter(|s| s.uri == "/api/auth/login").collect();
-    assert_eq!(logins.len(), 15);
+    assert_eq!(logins.len(), 16);
     for login in &logins {
         assert_eq!(login.content_type.as_deref(), Some("application/json"));
         let body: serde_json::Value = serde_json::from_str(&login.body).unwrap();
