@@ -129,6 +129,8 @@ pub const TRUSTED_PROXY_HOPS: EnvVar = EnvVar::with_default(
 const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
 /// Clock skew tolerated on `exp`.
 const LEEWAY_SECS: u64 = 5;
+/// The longest `JWT_TTL_SECS` allowed, so the longest a token of ours lives.
+const MAX_TTL_SECS: u64 = 604_800;
 
 /// The demo accounts created at start-up: name, password, and the argon2id
 /// hash of that password. The hashes are precomputed so that start-up does
@@ -219,7 +221,7 @@ impl Config {
                 Err(format!("too short ({} bytes)", v.len()))
             }
         });
-        let ttl = r.int_in::<u64>(&JWT_TTL_SECS, 60, 604_800);
+        let ttl = r.int_in::<u64>(&JWT_TTL_SECS, 60, MAX_TTL_SECS);
         let hash_concurrency = r.int_in::<usize>(&AUTH_HASH_CONCURRENCY, 1, 64);
         let seed_users = r.parse::<bool>(&AUTH_SEED_USERS);
         let redis = RedisConfig::from_env(&mut r);
@@ -550,7 +552,7 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
 fn verify(s: &AppState, token: &str) -> Result<Claims, AuthError> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = LEEWAY_SECS;
-    jsonwebtoken::decode::<Claims>(token, &s.decoding, &validation)
+    let claims = jsonwebtoken::decode::<Claims>(token, &s.decoding, &validation)
         .map(|data| data.claims)
         .map_err(|e| {
             let why = match e.kind() {
@@ -562,7 +564,19 @@ fn verify(s: &AppState, token: &str) -> Result<Claims, AuthError> {
             };
             tracing::info!(reason = why, "rejected token: {why}");
             AuthError::Unauthorized(why)
-        })
+        })?;
+    // No token of ours lives longer than the longest JWT_TTL_SECS; a later
+    // expiry would outlive any revocation of it.
+    if claims.exp > now_secs().saturating_add(MAX_TTL_SECS + LEEWAY_SECS) {
+        tracing::info!(
+            reason = "expiry too far",
+            "rejected token: its expiry is further away than any token this service issues"
+        );
+        return Err(AuthError::Unauthorized(
+            "the token's expiry is further away than any token this service issues",
+        ));
+    }
+    Ok(claims)
 }
 
 fn valid(subject: &str, role: Option<&str>, expires_at: u64) -> Json<serde_json::Value> {
@@ -594,7 +608,7 @@ async fn validate(
     if caching {
         match s.store.cached(&key).await {
             // The entry never outlives the token; the check guards a clock jump.
-            Ok(Some(hit)) if hit.exp + LEEWAY_SECS >= now_secs() => {
+            Ok(Some(hit)) if hit.exp.saturating_add(LEEWAY_SECS) >= now_secs() => {
                 s.metrics.cache(true);
                 return Ok(valid(&hit.sub, hit.role.as_deref(), hit.exp));
             }
@@ -642,7 +656,13 @@ async fn logout(
     ))?;
     let claims = verify(&s, token)?;
     // Revoked until the last second validation could still accept it.
-    let ttl = Duration::from_secs((claims.exp + LEEWAY_SECS).saturating_sub(now_secs()).max(1));
+    let ttl = Duration::from_secs(
+        claims
+            .exp
+            .saturating_add(LEEWAY_SECS)
+            .saturating_sub(now_secs())
+            .max(1),
+    );
     s.store
         .revoke(&claims.jti, &token_key(token), ttl)
         .await

@@ -2,10 +2,11 @@
 //!
 //! [`standard`] wraps a service's routes with, from the outside in: a server
 //! span and RED metrics ([`observe`]), the JSON error rewrite, a request
-//! timeout and a 64 KiB body limit, and adds `/health`, `/ready`,
-//! `/metrics` and a JSON 404 fallback. [`Server`] binds from config (port 0
-//! works in tests) and [`Server::run`] serves until a shutdown future
-//! resolves, then drains in-flight requests for a bounded time.
+//! timeout, a 64 KiB body limit and reading the whole body before routing
+//! ([`read_body_first`]), and adds `/health`, `/ready`, `/metrics` and a
+//! JSON 404 fallback. [`Server`] binds from config (port 0 works in tests)
+//! and [`Server::run`] serves until a shutdown future resolves, then drains
+//! in-flight requests for a bounded time.
 
 use std::future::Future;
 use std::io;
@@ -13,10 +14,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -123,6 +125,7 @@ pub fn standard_with_quiet_routes(
     routes
         .merge(health.router())
         .fallback(not_found)
+        .layer(middleware::from_fn(read_body_first))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
         .layer(TimeoutLayer::with_status_code(
@@ -131,6 +134,29 @@ pub fn standard_with_quiet_routes(
         ))
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(observer, observe))
+}
+
+/// Reads the request body to its end (within the body limit) before any
+/// handler runs.
+///
+/// A handler that answers without reading the body (a 404, 405 or 415)
+/// leaves bytes unread, and hyper then closes the connection once the
+/// answer is out. A pooled client (the gateway, api-service) has by then
+/// taken the connection back and may be writing its next request on it,
+/// which fails with a broken pipe and turns into a 502 for an innocent
+/// caller. Bodies are small (64 KiB at most) and every JSON handler reads
+/// them whole anyway. Found by the edge fuzzer in `crates/cli/tests/e2e`.
+async fn read_body_first(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    match Bytes::from_request(Request::new(body), &()).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        // 413 over the limit, 400 when the client broke off; `json_errors`
+        // gives either the standard body.
+        Err(rejection) => rejection.into_response(),
+    }
 }
 
 /// Routes polled by probes and Prometheus, logged at DEBUG so a trainee's

@@ -10,11 +10,16 @@
 //! Upstream failures are answered by the gateway itself with the JSON error
 //! body: 502 when a downstream cannot be reached (the message says why:
 //! connection refused, dns error), 504 when it does not answer in time.
+//!
+//! "Untouched" has one limit: a downstream must see the path the gateway
+//! routed. A `.` or `..` segment is refused with a 400 and a backslash is
+//! escaped (see [`forwarded_path`]), so `/api/../metrics` cannot reach
+//! api-service's own `/metrics`.
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use cloudmart_common::client::{self, ClientConfig, Downstream};
@@ -97,6 +102,10 @@ const HOP_BY_HOP: &[&str] = &[
     "content-length",
     "traceparent",
     "tracestate",
+    // The gateway reads the whole body before it forwards anything, so it
+    // has met a `100-continue` expectation itself; passed on, it would only
+    // ask the downstream for an interim answer nobody waits for.
+    "expect",
 ];
 
 fn forwardable(name: &HeaderName) -> bool {
@@ -114,6 +123,36 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
         })
 }
 
+/// The path and query to send downstream: as the caller wrote them, except
+/// that a backslash is escaped, or a 400 when a segment is `.` or `..`.
+///
+/// The client parses the downstream URL the WHATWG way, which resolves dot
+/// segments (also spelled `%2e`) and reads `\` as `/`. Forwarded as they
+/// came, `/api/../metrics` or `/api/..\metrics` would match the gateway's
+/// `/api/*` route and reach api-service as `/metrics`: a route the gateway
+/// never meant to expose. Browsers and curl resolve dot segments before
+/// sending, so only a crafted request has one.
+fn forwarded_path(uri: &Uri) -> Result<String, ApiError> {
+    let path = uri.path().replace('\\', "%5C");
+    if path.split('/').any(is_dot_segment) {
+        return Err(ApiError::bad_request(
+            "the request path has a '.' or '..' segment (or %2e); send the path resolved",
+        ));
+    }
+    Ok(match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    })
+}
+
+/// `.` or `..`, in any mix of literal and `%2e` that URL parsers resolve.
+fn is_dot_segment(segment: &str) -> bool {
+    matches!(
+        segment.to_ascii_lowercase().as_str(),
+        "." | "%2e" | ".." | ".%2e" | "%2e." | "%2e%2e"
+    )
+}
+
 async fn proxy(to: &Downstream, req: Request) -> Response {
     let peer = req
         .extensions()
@@ -121,10 +160,14 @@ async fn proxy(to: &Downstream, req: Request) -> Response {
         .map(|c| c.0.ip());
     let (parts, body) = req.into_parts();
     let id = request_id(&parts.headers);
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+    let path = match forwarded_path(&parts.uri) {
+        Ok(path) => path,
+        Err(e) => {
+            let mut response = e.into_response();
+            response.headers_mut().insert("x-request-id", id);
+            return response;
+        }
+    };
     let body: Bytes = match axum::body::to_bytes(body, BODY_LIMIT_BYTES).await {
         Ok(b) => b,
         Err(_) => {
@@ -305,5 +348,47 @@ impl Service for Application {
         let health = Health::new(NAME, checks, metrics.clone());
         let router = server::standard(NAME, routes, health, metrics, &config.server);
         Ok(App::new(Server::bind(&config.server, router).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(target: &str) -> Result<String, ApiError> {
+        forwarded_path(&target.parse().expect("a valid request target"))
+    }
+
+    #[test]
+    fn dot_segments_in_any_spelling_are_refused() {
+        for target in [
+            "/api/../metrics",
+            "/api/./orders",
+            "/api/%2e%2e/metrics",
+            "/api/.%2E/metrics",
+            "/api/orders/..",
+            "/api/orders/%2e?limit=1",
+        ] {
+            let e = forwarded(target).expect_err(target);
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{target}");
+        }
+    }
+
+    #[test]
+    fn a_backslash_is_escaped_so_it_cannot_act_as_a_slash() {
+        assert_eq!(forwarded("/api/..\\metrics").unwrap(), "/api/..%5Cmetrics");
+    }
+
+    #[test]
+    fn other_paths_and_queries_pass_untouched() {
+        for target in [
+            "/api/orders",
+            "/api/orders?limit=5&cursor=..",
+            "/api/orders/...",
+            "/api/orders/.hidden",
+            "/api/a%2Fb",
+        ] {
+            assert_eq!(forwarded(target).unwrap(), target);
+        }
     }
 }

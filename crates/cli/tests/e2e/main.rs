@@ -4,7 +4,10 @@
 mod auth;
 mod bad_input;
 mod dashboard;
+mod fuzz;
 mod helpers;
 mod metrics;
+mod mongo_down;
 mod orders;
+mod privacy;
 mod tracing_hops;

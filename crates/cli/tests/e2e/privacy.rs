@@ -69,7 +69,10 @@ async fn each_customer_lists_only_their_own_orders_and_the_operator_lists_all() 
     assert_eq!(ids(&alice_page), [a2.as_str(), a1.as_str()]);
     assert_eq!(ids(&bob_page), [b1.as_str()]);
     assert_eq!(ids(&sneaky), [a2.as_str(), a1.as_str()]);
-    assert_eq!(ids(&all), [a2.as_str(), g1.as_str(), b1.as_str(), a1.as_str()]);
+    assert_eq!(
+        ids(&all),
+        [a2.as_str(), g1.as_str(), b1.as_str(), a1.as_str()]
+    );
     assert_eq!(ids(&only_bob), [b1.as_str()]);
     assert_eq!(guest_status, 401, "{guest_body}");
     let message = guest_body["error"]["message"].as_str().unwrap();
@@ -168,5 +171,27 @@ async fn nobody_can_register_as_guest() {
         .unwrap();
 
     assert_eq!(r.status(), 422);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_that_never_expires_is_refused_every_time_not_a_crash() {
+    // Signed with the stack's key, so only its expiry is wrong: a forged
+    // u64::MAX once overflowed the token cache's leeway check.
+    let app = spawn_app().await;
+    let claims = json!({"sub": "alice", "iat": 1, "exp": u64::MAX, "jti": "forever"});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(crate::helpers::JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+
+    for attempt in 0..2 {
+        let (status, body) = app.get_as("/api/orders", &token).await;
+        assert_eq!(status, 401, "attempt {attempt}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("expiry"), "{message}");
+    }
     app.stop().await;
 }
