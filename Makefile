@@ -2,19 +2,34 @@
 # `make help` lists everything.
 
 CARGO ?= cargo
-CLI := $(CARGO) run --quiet -p cloudmart-cli --bin cloudmart --
+# Not --quiet: cargo's progress (on stderr) is all there is to see during
+# the first build, which takes minutes. Once built, cargo prints two lines
+# and the command's own output follows.
+CLI := $(CARGO) run -p cloudmart-cli --bin cloudmart --
+# Where `make install` puts `cloudmart`: $(PREFIX)/bin. PROFILE=release for
+# an optimised build (a second full compile, much longer than dev's).
+PREFIX ?= $(HOME)/.cargo
+PROFILE ?= dev
+# The embedded store's directory, as database-service reads it (DATA_DIR).
+DATA_DIR ?= data
 CLUSTER ?= brokenprod
 # Compose v2 where it exists (`docker compose`), else v1 (`docker-compose`).
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-containers lint manifests bench smoke infra-up engine-up images k3d-up import break fix reset compose-up compose-down doctor
+.PHONY: help run install clean-data test test-containers lint manifests bench smoke infra-up infra-down engine-up images k3d-up import break fix reset compose-up compose-down doctor
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-16s %s\n", $$1, $$2}'
 
 run: ## Build and start all six services with embedded defaults (gateway on :8080)
 	$(CLI) up
+
+install: ## Put `cloudmart` on PATH: ~/.cargo/bin (PREFIX=dir for dir/bin; PROFILE=release to optimise)
+	$(CARGO) install --path crates/cli --bin cloudmart --locked --profile $(PROFILE) --root "$(PREFIX)"
+
+clean-data: ## Delete the orders `make run` stored (data/*.jsonl, or DATA_DIR's); stop `make run` first
+	rm -f -- "$(DATA_DIR)"/*.jsonl
 
 test: lint manifests ## fmt check, clippy -D warnings, manifest checks, every test against real servers, then containers
 	scripts/test.sh
@@ -30,8 +45,12 @@ lint: ## cargo fmt --check and clippy with -D warnings
 manifests: ## Render and schema-check k8s/, k8s-broken/, observability; parse compose; shellcheck
 	scripts/check-manifests.sh
 
-bench: ## Release build; RSS, CPU, p50/p99 at 200 orders/s with span export off and on; fault 7 storm; image build times
+bench: ## Release build; RSS, CPU, p50/p99 at 200 orders/s with span export off and on; fault 7 storm; image build times; the soak (BENCH_SOAK=0 skips it)
 	scripts/bench.sh
+
+.PHONY: soak
+soak: ## 100 orders/s for 10 min against MongoDB, RabbitMQ, Redis; RSS per service each minute, slope, flat or not (SOAK_SECS, SOAK_RATE)
+	scripts/soak.sh
 
 smoke: ## Place 20 orders through the gateway (CLOUDMART_URL, default :8080)
 	$(CLI) smoke
@@ -41,6 +60,9 @@ doctor: ## Static analysis of k8s-broken/ (DIR=... for another directory)
 
 infra-up: ## Start MongoDB (nx-27017), RabbitMQ and Redis; prints the exports
 	@scripts/infra.sh up
+
+infra-down: ## Stop what infra-up started (never a Redis or RabbitMQ that was already running)
+	@scripts/infra.sh down
 
 engine-up: ## Make sure a Docker engine answers (starts one on Debian if none does); prints DOCKER_HOST
 	@scripts/engine.sh up

@@ -6,13 +6,16 @@
 # again with every span exported over OTLP/HTTP to the tests' collector
 # (crates/testkit/examples/otlp-sink.rs), and the difference; then fault 7's
 # retry storm against the healthy retry policy; then, where a Docker engine
-# answers, how long the images take to build (scripts/bench-images.sh).
+# answers, how long the images take to build (scripts/bench-images.sh); last,
+# the soak (scripts/soak.sh): 100 orders/s for 10 minutes against MongoDB,
+# RabbitMQ and Redis, RSS per service each minute and whether it is flat.
 #
 #   scripts/bench.sh                 embedded stores, HTTP notifications
 #   BENCH_INFRA=1 scripts/bench.sh   MongoDB (nx-27017), RabbitMQ and Redis
 #
 # Knobs: BENCH_RATE (orders/s, default 200), BENCH_SECONDS (default 20),
-# BENCH_PROFILE (default orders), BENCH_BASE_PORT (default 18080).
+# BENCH_PROFILE (default orders), BENCH_BASE_PORT (default 18080),
+# BENCH_SOAK=0 to skip the soak; SOAK_SECS and SOAK_RATE reach it as they are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,28 +48,16 @@ if [ "${BENCH_INFRA:-0}" = 1 ]; then
          REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}" REDIS_KEY_PREFIX="bench:$$:")
 fi
 
+# shellcheck source=scripts/services.lib.sh
+. scripts/services.lib.sh
+service_env=(RUST_LOG="${BENCH_RUST_LOG:-info}" ${BENCH_WORKER_THREADS:+TOKIO_WORKER_THREADS=$BENCH_WORKER_THREADS} "${infra[@]}")
 # name port binary env...
-start() {
-  local name=$1 port=$2 binary=$3; shift 3
-  env -i PATH="$PATH" HOST=127.0.0.1 PORT="$port" RUST_LOG="${BENCH_RUST_LOG:-info}" ${BENCH_WORKER_THREADS:+TOKIO_WORKER_THREADS=$BENCH_WORKER_THREADS} "${infra[@]}" "$@" \
-    "$bin/$binary" >"$work/$name.log" 2>&1 &
-  pids+=("$!")
-  eval "pid_${name//-/_}=$!"
-  for _ in $(seq 1 200); do
-    if curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; then return 0; fi
-    if ! kill -0 "$!" 2>/dev/null; then echo "$name exited; its log:" >&2; cat "$work/$name.log" >&2; exit 1; fi
-    sleep 0.05
-  done
-  echo "$name did not become healthy on port $port" >&2; exit 1
-}
+start() { start_service "$@"; }
 
 db=$((base + 4)) notif=$((base + 5)) order=$((base + 3)) auth=$((base + 2)) api=$((base + 1)) gw=$base
 services=(gateway api-service auth-service order-service database-service notification-service)
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
-# CPU time (user + system) in milliseconds, from /proc/<pid>/stat.
-cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print int(($12 + $13) * 1000 / hz) }' "/proc/$1/stat"; }
-pid_of() { local v="pid_${1//-/_}"; echo "${!v}"; }
 
 stop_all() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -158,4 +149,13 @@ if scripts/engine.sh env >/dev/null 2>&1; then
   scripts/bench-images.sh
 else
   echo "images: skipped (no Docker engine; eval \"\$(scripts/engine.sh up)\" starts one)"
+fi
+
+# The soak, last: it takes SOAK_SECS (10 minutes by default) and fails the
+# bench if a service's RSS grows or an order is not answered 2xx.
+echo
+if [ "${BENCH_SOAK:-1}" = 1 ]; then
+  scripts/soak.sh
+else
+  echo "soak: skipped (BENCH_SOAK=0; make soak runs it alone)"
 fi
