@@ -23,7 +23,7 @@ use cloudmart_common::error::{ApiError, Json, Query};
 use cloudmart_common::health::{Check, Health, HttpCheck};
 use cloudmart_common::metrics::MetricsBuilder;
 use cloudmart_common::model::{
-    MAX_QUANTITY, Order, OrderItem, OrderPage, PageQuery, validate_items,
+    GUEST, MAX_QUANTITY, Order, OrderItem, OrderPage, PageQuery, ROLE_ADMIN, validate_items,
 };
 use cloudmart_common::retry::{self, Backoff};
 use cloudmart_common::run::{App, Service, StartupError};
@@ -185,11 +185,6 @@ fn lines(req: OrderRequest) -> Result<Vec<OrderItem>, ApiServiceError> {
     validate_items(&items).map_err(ApiServiceError::Invalid)?;
     Ok(items)
 }
-
-/// The subject of a caller without a token, as auth-service names it.
-const GUEST: &str = "guest";
-/// The role that may read every customer's orders.
-const ROLE_ADMIN: &str = "admin";
 
 /// Who is calling, as auth-service's `/auth/validate` answers.
 #[derive(Debug, Deserialize)]

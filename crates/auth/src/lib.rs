@@ -158,12 +158,7 @@ pub const DEMO_USERS: &[(&str, &str, &str)] = &[
 /// of every customer's orders. The role belongs to the seeded account, not
 /// to the name, so with `AUTH_SEED_USERS=false` nobody can register it.
 pub const DEMO_ADMINS: &[&str] = &["operator"];
-/// The role claim that may read every customer's orders.
-pub const ROLE_ADMIN: &str = "admin";
-/// The role of every other account.
-pub const ROLE_CUSTOMER: &str = "customer";
-/// The subject of a caller without a token; no account may take this name.
-pub const GUEST: &str = "guest";
+pub use cloudmart_common::model::{GUEST, ROLE_ADMIN, ROLE_CUSTOMER};
 
 /// A signing key that never shows up in Debug output or logs.
 #[derive(Clone)]
@@ -327,7 +322,7 @@ impl IntoResponse for AuthError {
                 tracing::warn!(error = %cause, "{message}: {cause}");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "dependency_unavailable",
+                    cloudmart_common::error::DEPENDENCY_UNAVAILABLE,
                     message,
                 )
                 .with_retry_after(UNAVAILABLE_RETRY_AFTER_SECS)

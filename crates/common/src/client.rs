@@ -486,7 +486,10 @@ pub async fn upstream_error(downstream: &str, response: Response) -> ApiError {
         status.as_u16()
     );
     let (status, code) = if status == StatusCode::SERVICE_UNAVAILABLE {
-        (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            crate::error::UPSTREAM_UNAVAILABLE,
+        )
     } else {
         (StatusCode::BAD_GATEWAY, "upstream_error")
     };

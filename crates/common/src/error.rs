@@ -133,10 +133,16 @@ pub struct ErrorDetail {
 /// Redis, and a hop passing such a 503 on. Callers pass these on at once
 /// instead of retrying inside the request.
 pub const DEPENDENCY_DOWN_CODES: &[&str] = &[
-    "store_unavailable",
-    "dependency_unavailable",
-    "upstream_unavailable",
+    STORE_UNAVAILABLE,
+    DEPENDENCY_UNAVAILABLE,
+    UPSTREAM_UNAVAILABLE,
 ];
+/// database-service cannot reach its store (MongoDB, or a disk that refuses writes).
+pub const STORE_UNAVAILABLE: &str = "store_unavailable";
+/// A service's own dependency is down (auth-service without Redis).
+pub const DEPENDENCY_UNAVAILABLE: &str = "dependency_unavailable";
+/// A downstream answered 503, passed on by the hop that called it.
+pub const UPSTREAM_UNAVAILABLE: &str = "upstream_unavailable";
 
 /// A JSON body extractor whose rejections use the CloudMart error body.
 ///

@@ -30,6 +30,14 @@ pub const NOTIFICATION_PUBLISHED: &str = "published";
 /// The notification was delivered.
 pub const NOTIFICATION_SENT: &str = "notified";
 
+/// The customer of an order placed without a token, and the subject
+/// auth-service gives such a caller. No account may take this name.
+pub const GUEST: &str = "guest";
+/// The role claim that may read every customer's orders.
+pub const ROLE_ADMIN: &str = "admin";
+/// The role of every other account.
+pub const ROLE_CUSTOMER: &str = "customer";
+
 /// An order to store; the id and idempotency key come from the caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewOrder {
@@ -41,6 +49,22 @@ pub struct NewOrder {
     pub items: Vec<OrderItem>,
     /// Makes a repeated create return the first order instead of a second one.
     pub idempotency_key: String,
+}
+
+impl NewOrder {
+    /// The order as a store first keeps it: confirmed, its notification
+    /// still pending, created at `created_at`.
+    pub fn into_order(self, created_at: String) -> Order {
+        Order {
+            id: self.id,
+            customer: self.customer,
+            items: self.items,
+            status: "confirmed".to_owned(),
+            notification: NOTIFICATION_PENDING.to_owned(),
+            idempotency_key: self.idempotency_key,
+            created_at,
+        }
+    }
 }
 
 /// A stored order.

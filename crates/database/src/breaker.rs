@@ -1,8 +1,8 @@
 //! A circuit breaker for the MongoDB store.
 //!
 //! While MongoDB cannot be reached, every operation would wait out server
-//! selection before failing. After [`Breaker::threshold`] such failures in
-//! a row the breaker opens: operations fail at once with the last cause,
+//! selection before failing. After a threshold of such failures in a row
+//! the breaker opens: operations fail at once with the last cause,
 //! so callers get their 503 in microseconds instead of each one waiting.
 //! After the cool-down one operation (often the readiness probe) is let
 //! through to try again; its success closes the breaker, its failure opens
@@ -63,11 +63,6 @@ impl Breaker {
         }
     }
 
-    /// Failures in a row that open the breaker.
-    pub fn threshold(&self) -> u32 {
-        self.threshold
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // Every update leaves the state whole, so a poisoned lock is usable.
         self.state
@@ -124,7 +119,8 @@ impl Breaker {
     }
 
     /// Whether the breaker is open (failing fast) right now.
-    pub fn is_open(&self) -> bool {
+    #[cfg(test)]
+    fn is_open(&self) -> bool {
         self.lock().open_until.is_some()
     }
 }

@@ -165,8 +165,12 @@ impl IntoResponse for DbError {
             Self::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m),
             Self::Unavailable(m) => {
                 tracing::error!(error = %m, "store unavailable: {m}");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", m)
-                    .with_retry_after(1)
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    cloudmart_common::error::STORE_UNAVAILABLE,
+                    m,
+                )
+                .with_retry_after(1)
             }
             Self::Internal(m) => {
                 tracing::error!(error = %m, "store failure: {m}");

@@ -155,6 +155,21 @@ struct OrderDoc {
     created_at: String,
 }
 
+impl From<Order> for OrderDoc {
+    fn from(o: Order) -> Self {
+        Self {
+            key: o.id.clone(),
+            id: o.id,
+            customer: o.customer,
+            items: o.items,
+            status: o.status,
+            notification: o.notification,
+            idempotency_key: o.idempotency_key,
+            created_at: o.created_at,
+        }
+    }
+}
+
 impl From<OrderDoc> for Order {
     fn from(d: OrderDoc) -> Self {
         Self {
@@ -265,16 +280,7 @@ impl MongoStore {
     async fn insert_at(&self, new: NewOrder, created_at: String) -> Result<Inserted, StoreError> {
         // Without the unique index two racing inserts could both succeed.
         self.shared.ensure_indexes().await?;
-        let doc = OrderDoc {
-            key: new.id.clone(),
-            id: new.id,
-            customer: new.customer,
-            items: new.items,
-            status: "confirmed".to_owned(),
-            notification: NOTIFICATION_PENDING.to_owned(),
-            idempotency_key: new.idempotency_key,
-            created_at,
-        };
+        let doc = OrderDoc::from(new.into_order(created_at));
         let s = &self.shared;
         let span = s.span("insert");
         let inserted = s

@@ -284,15 +284,7 @@ impl EmbeddedStore {
             return Ok((Inserted::Existing(order), inner.written));
         }
         self.check_writable()?;
-        let order = Order {
-            id: new.id,
-            customer: new.customer,
-            items: new.items,
-            status: "confirmed".to_owned(),
-            notification: NOTIFICATION_PENDING.to_owned(),
-            idempotency_key: new.idempotency_key,
-            created_at: now_rfc3339(),
-        };
+        let order = new.into_order(now_rfc3339());
         let line = inner.append(&order)?;
         inner.index(order.clone());
         Ok((Inserted::Created(order), line))

@@ -35,8 +35,8 @@ use cloudmart_common::error::{ApiError, Json, Query};
 use cloudmart_common::health::{Health, HttpCheck};
 use cloudmart_common::metrics::MetricsBuilder;
 use cloudmart_common::model::{
-    NOTIFICATION_PENDING, NOTIFICATION_PUBLISHED, NOTIFICATION_SENT, NewOrder, Order, OrderItem,
-    OrderPage, PageQuery, validate_items,
+    GUEST, NOTIFICATION_PENDING, NOTIFICATION_PUBLISHED, NOTIFICATION_SENT, NewOrder, Order,
+    OrderItem, OrderPage, PageQuery, validate_items,
 };
 use cloudmart_common::retry::{self, Backoff};
 use cloudmart_common::run::{App, Service, StartupError};
@@ -203,7 +203,7 @@ async fn create(
         .map_or_else(|| format!("order-{id}"), str::to_owned);
     let new = NewOrder {
         id,
-        customer: body.customer.unwrap_or_else(|| "guest".to_owned()),
+        customer: body.customer.unwrap_or_else(|| GUEST.to_owned()),
         items: body.items,
         idempotency_key,
     };
