@@ -1,21 +1,9 @@
 //! The Redis store: [`RedisStore`], used when `REDIS_URL` is set, so every
 //! replica shares one set of login counters, revocations and cached tokens.
 //!
-//! One [`ConnectionManager`] (a multiplexed connection that reconnects by
-//! itself) serves every request. It is created lazily: auth-service starts
-//! and answers while Redis is still down, and the first command after Redis
-//! returns reconnects, with no restart.
-//!
-//! A down Redis must fail a login fast, never hang it, so the manager is set
-//! up to give up quickly:
-//! - `REDIS_TIMEOUT_MS` bounds both opening a connection and waiting for one
-//!   answer;
-//! - the manager's own reconnect retries are off (its default is 6 attempts
-//!   with backoff, several seconds during which every command waits);
-//!   instead, an operation that fails on a broken connection is tried once
-//!   more, on the fresh connection the manager has just started to open;
-//! - the whole operation, retry included, sits under a `tokio` timeout of
-//!   twice `REDIS_TIMEOUT_MS`, in case anything else stalls.
+//! One connection serves every request: [`cloudmart_common::redis::Redis`],
+//! opened lazily (auth-service starts while Redis is down) and set up so a
+//! down Redis fails a login within about twice `REDIS_TIMEOUT_MS`.
 //!
 //! Every failure counts in `auth_redis_errors_total` and becomes a
 //! [`StoreError`] naming Redis; the handlers decide whether that fails open
@@ -31,9 +19,10 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use cloudmart_common::config::{EnvReader, EnvVar};
+use cloudmart_common::redis::{Redis, RedisUrl};
 use futures::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script};
 
 use crate::store::{AuthStore, CacheEntry, CachedToken, LoginCounts, StoreError, Window};
@@ -76,16 +65,6 @@ return 0
     )
 });
 
-/// A Redis URL that never shows up in Debug output or logs.
-#[derive(Clone)]
-pub struct RedisUrl(String);
-
-impl std::fmt::Debug for RedisUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RedisUrl(<redacted>)")
-    }
-}
-
 /// Settings of the Redis store.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
@@ -101,14 +80,7 @@ impl RedisConfig {
     /// Reads `REDIS_*`; `None` when `REDIS_URL` is unset. Problems are
     /// recorded in `reader` and reported with every other one.
     pub fn from_env(reader: &mut EnvReader<'_>) -> Option<Self> {
-        let url = reader.parse_with(&REDIS_URL, |v| match redis::Client::open(v) {
-            Ok(_) => Ok(RedisUrl(v.to_owned())),
-            // The driver's message can quote the URL, which may hold a password.
-            Err(_) => Err(
-                "not a usable Redis URL (TLS needs rediss://, which this build does not support)"
-                    .to_owned(),
-            ),
-        });
+        let url = reader.parse_with(&REDIS_URL, RedisUrl::parse);
         let key_prefix = reader.parse_with(&REDIS_KEY_PREFIX, |v| {
             if v.len() > 100 || v.chars().any(char::is_whitespace) {
                 Err(String::new())
@@ -129,70 +101,41 @@ impl RedisConfig {
 
 /// The Redis-backed [`AuthStore`].
 pub struct RedisStore {
-    conn: ConnectionManager,
+    redis: Redis,
     prefix: String,
-    op_timeout: Duration,
     errors: Counter,
-    target: String,
 }
 
 impl RedisStore {
     /// Prepares the connection without opening it; only an unusable URL
     /// fails here. `errors` counts every failed operation.
     pub fn new(config: &RedisConfig, errors: Counter) -> Result<Self, String> {
-        let client = redis::Client::open(config.url.0.as_str())
-            .map_err(|_| "REDIS_URL is not a usable Redis URL".to_owned())?;
-        let target = client.get_connection_info().addr().to_string();
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(0);
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(|e| format!("cannot set up the Redis connection: {e}"))?;
         Ok(Self {
-            conn,
+            redis: Redis::new(&config.url, config.timeout)?,
             prefix: config.key_prefix.clone(),
-            op_timeout: config.timeout * 2,
             errors,
-            target,
         })
     }
 
     /// `host:port` of Redis, for logs (never the password).
     pub fn target(&self) -> &str {
-        &self.target
+        self.redis.target()
     }
 
     fn key(&self, kind: &str, id: &str) -> String {
         format!("{}{kind}{id}", self.prefix)
     }
 
-    /// Runs `op`, once more if the connection was broken, all within the
-    /// operation timeout; failures are counted and name Redis.
+    /// Runs `op` on the shared connection; failures are counted and name Redis.
     async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T, StoreError>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let attempts = async {
-            match op(self.conn.clone()).await {
-                // The manager has started a new connection; the retry waits for it.
-                Err(e) if e.is_io_error() || e.is_connection_dropped() => {
-                    op(self.conn.clone()).await
-                }
-                other => other,
-            }
-        };
-        let cause = match tokio::time::timeout(self.op_timeout, attempts).await {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {} ms", self.op_timeout.as_millis()),
-        };
-        self.errors.inc();
-        Err(StoreError(format!(
-            "Redis at {} failed to {what}: {cause}",
-            self.target
-        )))
+        self.redis.run(what, op).await.map_err(|e| {
+            self.errors.inc();
+            StoreError(e)
+        })
     }
 
     /// Adds one to the window counter `key`, opening the window if needed.

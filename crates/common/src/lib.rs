@@ -12,6 +12,7 @@
 //! | [`chaos`] | fault injection middleware |
 //! | [`error`] | the one JSON error body |
 //! | [`model`] | the order as it travels between services |
+//! | `redis` | a lazily opened, fail-fast Redis connection (feature `redis`) |
 //! | [`server`] | the shared middleware stack, bind and graceful drain |
 //! | [`run`] | the `main` of every service binary |
 
@@ -23,6 +24,8 @@ pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod model;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod retry;
 pub mod run;
 pub mod server;

@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 use cloudmart_common::config::{EnvReader, EnvVar};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use cloudmart_common::redis::{Redis, RedisUrl};
 
 /// `REDIS_URL`.
 pub const REDIS_URL: EnvVar = EnvVar::optional(
@@ -54,31 +54,17 @@ pub const ENV: &[EnvVar] = &[REDIS_URL, REDIS_TIMEOUT_MS, NOTIFY_DEDUPE_TTL_SECS
 const KEY_PREFIX: &str = "cloudmart:notified:";
 
 /// Settings of the durable de-duplication.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct DedupeConfig {
-    url: String,
+    url: RedisUrl,
     timeout: Duration,
     ttl: Duration,
-}
-
-impl std::fmt::Debug for DedupeConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The URL may hold a password.
-        f.debug_struct("DedupeConfig")
-            .field("timeout", &self.timeout)
-            .field("ttl", &self.ttl)
-            .finish_non_exhaustive()
-    }
 }
 
 impl DedupeConfig {
     /// Reads the variables; `None` when `REDIS_URL` is unset.
     pub fn from_env(reader: &mut EnvReader<'_>) -> Option<Self> {
-        let url = reader.parse_with(&REDIS_URL, |v| match redis::Client::open(v) {
-            Ok(_) => Ok(v.to_owned()),
-            // The driver's message can quote the URL, which may hold a password.
-            Err(_) => Err("not a usable Redis URL".to_owned()),
-        });
+        let url = reader.parse_with(&REDIS_URL, RedisUrl::parse);
         let timeout = reader
             .int_in::<u64>(&REDIS_TIMEOUT_MS, 1, 5000)
             .map(Duration::from_millis);
@@ -95,10 +81,8 @@ impl DedupeConfig {
 
 /// The durable record of notified orders.
 pub struct Durable {
-    conn: ConnectionManager,
+    redis: Redis,
     ttl_secs: u64,
-    op_timeout: Duration,
-    target: String,
 }
 
 /// What Redis says about an order about to be notified.
@@ -114,26 +98,15 @@ impl Durable {
     /// Prepares the connection without opening it, so the service starts
     /// while Redis is down.
     pub fn new(config: &DedupeConfig) -> Result<Self, String> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|_| "REDIS_URL is not a usable Redis URL".to_owned())?;
-        let target = client.get_connection_info().addr().to_string();
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(0);
-        let conn = ConnectionManager::new_lazy_with_config(client, manager)
-            .map_err(|e| format!("cannot set up the Redis connection: {e}"))?;
         Ok(Self {
-            conn,
+            redis: Redis::new(&config.url, config.timeout)?,
             ttl_secs: config.ttl.as_secs().max(1),
-            op_timeout: config.timeout * 2,
-            target,
         })
     }
 
     /// `host:port` of Redis, for logs.
     pub fn target(&self) -> &str {
-        &self.target
+        self.redis.target()
     }
 
     /// Claims `order_id` for notification; the error names Redis.
@@ -144,28 +117,17 @@ impl Durable {
             .arg("NX")
             .arg("EX")
             .arg(self.ttl_secs);
-        let attempt = |mut conn: ConnectionManager| {
-            let cmd = &cmd;
-            async move { cmd.query_async::<Option<String>>(&mut conn).await }
-        };
-        let tries = async {
-            match attempt(self.conn.clone()).await {
-                // The manager has started a fresh connection; use it once.
-                Err(e) if e.is_io_error() || e.is_connection_dropped() => {
-                    attempt(self.conn.clone()).await
-                }
-                other => other,
-            }
-        };
-        match tokio::time::timeout(self.op_timeout, tries).await {
-            Ok(Ok(Some(_))) => Ok(Claim::First),
-            Ok(Ok(None)) => Ok(Claim::Repeat),
-            Ok(Err(e)) => Err(format!("Redis at {} failed: {e}", self.target)),
-            Err(_) => Err(format!(
-                "Redis at {} did not answer within {} ms",
-                self.target,
-                self.op_timeout.as_millis()
-            )),
-        }
+        let claimed = self
+            .redis
+            .run("remember a notified order", |mut conn| {
+                let cmd = &cmd;
+                async move { cmd.query_async::<Option<String>>(&mut conn).await }
+            })
+            .await?;
+        Ok(if claimed.is_some() {
+            Claim::First
+        } else {
+            Claim::Repeat
+        })
     }
 }
