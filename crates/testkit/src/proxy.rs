@@ -94,6 +94,12 @@ impl TcpProxy {
         format!("127.0.0.1:{}", self.local.port())
     }
 
+    /// A MongoDB connection string through this proxy, straight to the one
+    /// server behind it (no replica-set discovery around the proxy).
+    pub fn mongodb_uri(&self) -> String {
+        format!("mongodb://{}/?directConnection=true", self.host_port())
+    }
+
     /// Drops every connection and refuses new ones until [`TcpProxy::restore`].
     pub fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);

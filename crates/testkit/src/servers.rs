@@ -52,6 +52,15 @@ pub fn require(var: &str, test: &str, how: &str) -> Option<String> {
     }
 }
 
+/// `MONGODB_URI` when its server accepts connections; as [`require`].
+pub fn require_mongodb(test: &str) -> Option<String> {
+    require(
+        "MONGODB_URI",
+        test,
+        "eval \"$(scripts/mongo-test-server.sh /tmp/mongo.pid)\"; export MONGODB_URI",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

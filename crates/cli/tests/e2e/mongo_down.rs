@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use cloudmart_testkit::proxy::TcpProxy;
-use cloudmart_testkit::servers::{address, require};
+use cloudmart_testkit::servers::{address, require_mongodb};
 use cloudmart_testkit::wait_until;
 use serde_json::{Value, json};
 
@@ -18,11 +18,7 @@ const DURING: usize = 20;
 #[tokio::test]
 async fn with_mongodb_cut_an_order_fails_fast_with_a_503_naming_database_service() {
     let test = "with_mongodb_cut_an_order_fails_fast_with_a_503_naming_database_service";
-    let Some(uri) = require(
-        "MONGODB_URI",
-        test,
-        "eval \"$(scripts/mongo-test-server.sh /tmp/mongo.pid)\"; export MONGODB_URI",
-    ) else {
+    let Some(uri) = require_mongodb(test) else {
         return;
     };
     // Arrange: the shop on MongoDB through a proxy that can cut it, with
@@ -30,7 +26,7 @@ async fn with_mongodb_cut_an_order_fails_fast_with_a_503_naming_database_service
     let proxy = TcpProxy::start(address(&uri).expect("MONGODB_URI resolves"))
         .await
         .unwrap();
-    let proxied = format!("mongodb://{}/?directConnection=true", proxy.host_port());
+    let proxied = proxy.mongodb_uri();
     let db_name = format!("e2e_down_{}", std::process::id());
     let app = spawn_app_with(&[
         ("MONGODB_URI", proxied.as_str()),

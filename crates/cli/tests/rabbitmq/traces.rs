@@ -74,11 +74,7 @@ async fn one_order_is_one_trace_from_the_gateway_through_mongodb_and_rabbitmq() 
     let Some(broker) = Broker::start(test).await else {
         return;
     };
-    let Some(mongodb) = servers::require(
-        "MONGODB_URI",
-        test,
-        "eval \"$(scripts/mongo-test-server.sh /tmp/mongo.pid)\"; export MONGODB_URI",
-    ) else {
+    let Some(mongodb) = servers::require_mongodb(test) else {
         return;
     };
     let collector = traces();

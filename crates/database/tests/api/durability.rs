@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cloudmart_testkit::servers::require;
+use cloudmart_testkit::servers::require_mongodb;
 use cloudmart_testkit::{ServiceProcess, TempDir, wait_until};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -95,9 +95,8 @@ async fn load_then_kill(process: &ServiceProcess, port: u16, tag: &str, kill_aft
     }
 }
 
-/// Every id in `acknowledged` answers 200, and the listing holds each id
-/// and each idempotency key once.
-async fn all_there_once(port: u16, acknowledged: &[String]) -> usize {
+/// Every id in `acknowledged` answers 200.
+async fn each_answers(port: u16, acknowledged: &[String]) {
     let client = reqwest::Client::new();
     for id in acknowledged {
         let r = client
@@ -107,6 +106,13 @@ async fn all_there_once(port: u16, acknowledged: &[String]) -> usize {
             .unwrap();
         assert_eq!(r.status(), 200, "acknowledged order {id} is gone");
     }
+}
+
+/// Every id in `acknowledged` answers 200, and the listing holds each id
+/// and each idempotency key once.
+async fn all_there_once(port: u16, acknowledged: &[String]) -> usize {
+    each_answers(port, acknowledged).await;
+    let client = reqwest::Client::new();
     let (mut ids, mut keys) = (HashSet::new(), HashSet::new());
     let mut cursor: Option<String> = None;
     loop {
@@ -177,15 +183,7 @@ async fn kill_twice_and_check(env: &[(&str, &str)], label: &str, mongo: Option<(
     let (mut db, port) = ServiceProcess::start_healthy(BIN, env).await;
     let stored = match mongo {
         Some((uri, name)) => {
-            let client = reqwest::Client::new();
-            for id in &acknowledged {
-                let r = client
-                    .get(format!("http://127.0.0.1:{port}/orders/{id}"))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 200, "acknowledged order {id} is gone");
-            }
+            each_answers(port, &acknowledged).await;
             all_in_mongodb_once(uri, name, &acknowledged).await
         }
         None => all_there_once(port, &acknowledged).await,
@@ -213,11 +211,7 @@ async fn embedded_store_keeps_every_acknowledged_order_through_sigkill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongodb_store_keeps_every_acknowledged_order_through_sigkill() {
     let test = "mongodb_store_keeps_every_acknowledged_order_through_sigkill";
-    let Some(uri) = require(
-        "MONGODB_URI",
-        test,
-        "eval \"$(scripts/mongo-test-server.sh /tmp/mongo.pid)\"; export MONGODB_URI",
-    ) else {
+    let Some(uri) = require_mongodb(test) else {
         return;
     };
     let db_name = format!("kill_{}", std::process::id());

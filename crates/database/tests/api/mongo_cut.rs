@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use cloudmart_testkit::proxy::TcpProxy;
-use cloudmart_testkit::servers::{address, require};
+use cloudmart_testkit::servers::{address, require_mongodb};
 use cloudmart_testkit::wait_until;
 use serde_json::{Value, json};
 
@@ -23,18 +23,14 @@ fn order(n: usize, tag: &str) -> Value {
 #[tokio::test]
 async fn a_mongodb_cut_gives_503s_naming_mongodb_then_recovers_without_losing_acknowledged_orders()
 {
-    let Some(uri) = require(
-        "MONGODB_URI",
-        "mongo_cut",
-        "eval \"$(scripts/mongo-test-server.sh /tmp/mongo.pid)\"; export MONGODB_URI",
-    ) else {
+    let Some(uri) = require_mongodb("mongo_cut") else {
         return;
     };
     let proxy = TcpProxy::start(address(&uri).expect("MONGODB_URI resolves"))
         .await
         .unwrap();
     let db_name = format!("cut_{}_{}", std::process::id(), fastrand_suffix());
-    let proxied = format!("mongodb://{}/?directConnection=true", proxy.host_port());
+    let proxied = proxy.mongodb_uri();
     let db = spawn_db(&[
         ("DB_NAME", db_name.as_str()),
         ("MONGODB_URI", proxied.as_str()),
