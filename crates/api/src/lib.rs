@@ -17,17 +17,17 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use cloudmart_common::client::{self, ClientConfig, Downstream};
-use cloudmart_common::config::{ConfigError, Env, EnvReader, EnvVar, port_var};
-use cloudmart_common::error::{ApiError, Json, Query};
-use cloudmart_common::health::{Check, Health, HttpCheck};
-use cloudmart_common::metrics::MetricsBuilder;
-use cloudmart_common::model::{
+use cloudmart_config::{ConfigError, Env, EnvReader, EnvVar, port_var};
+use cloudmart_http::client::{self, ClientConfig, Downstream};
+use cloudmart_http::error::{ApiError, Json, Query};
+use cloudmart_http::health::{Check, Health, HttpCheck};
+use cloudmart_http::metrics::MetricsBuilder;
+use cloudmart_http::server::{self, Server, ServerConfig};
+use cloudmart_model::{
     GUEST, MAX_QUANTITY, Order, OrderItem, OrderPage, PageQuery, ROLE_ADMIN, validate_items,
 };
-use cloudmart_common::retry::{self, Backoff};
-use cloudmart_common::run::{App, Service, StartupError};
-use cloudmart_common::server::{self, Server, ServerConfig};
+use cloudmart_retry::Backoff;
+use cloudmart_run::{App, Service, StartupError};
 use reqwest::Method;
 use serde::Deserialize;
 
@@ -313,7 +313,7 @@ async fn list(
     Ok(Json(page))
 }
 
-/// The service, as `cloudmart_common::run` builds and runs it.
+/// The service, as `cloudmart_run` builds and runs it.
 pub struct Application;
 
 impl Service for Application {
@@ -323,7 +323,7 @@ impl Service for Application {
 
     fn service_env_vars() -> Vec<EnvVar> {
         let mut v = vec![PORT, AUTH_SERVICE_URL, ORDER_SERVICE_URL];
-        v.extend_from_slice(retry::ENV);
+        v.extend_from_slice(cloudmart_retry::ENV);
         v.extend_from_slice(client::ENV);
         v
     }

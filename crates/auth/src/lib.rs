@@ -40,12 +40,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
-use cloudmart_common::config::{ConfigError, Env, EnvReader, EnvVar, port_var};
-use cloudmart_common::error::{ApiError, Json};
-use cloudmart_common::health::{Check, Health};
-use cloudmart_common::metrics::MetricsBuilder;
-use cloudmart_common::run::{App, Service, StartupError};
-use cloudmart_common::server::{self, Server, ServerConfig};
+use cloudmart_config::{ConfigError, Env, EnvReader, EnvVar, port_var};
+use cloudmart_http::error::{ApiError, Json};
+use cloudmart_http::health::{Check, Health};
+use cloudmart_http::metrics::MetricsBuilder;
+use cloudmart_http::server::{self, Server, ServerConfig};
+use cloudmart_run::{App, Service, StartupError};
 use futures::future::BoxFuture;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use serde::{Deserialize, Serialize};
@@ -158,7 +158,7 @@ pub const DEMO_USERS: &[(&str, &str, &str)] = &[
 /// of every customer's orders. The role belongs to the seeded account, not
 /// to the name, so with `AUTH_SEED_USERS=false` nobody can register it.
 pub const DEMO_ADMINS: &[&str] = &["operator"];
-pub use cloudmart_common::model::{GUEST, ROLE_ADMIN, ROLE_CUSTOMER};
+pub use cloudmart_model::{GUEST, ROLE_ADMIN, ROLE_CUSTOMER};
 
 /// A signing key that never shows up in Debug output or logs.
 #[derive(Clone)]
@@ -322,7 +322,7 @@ impl IntoResponse for AuthError {
                 tracing::warn!(error = %cause, "{message}: {cause}");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    cloudmart_common::error::DEPENDENCY_UNAVAILABLE,
+                    cloudmart_http::error::DEPENDENCY_UNAVAILABLE,
                     message,
                 )
                 .with_retry_after(UNAVAILABLE_RETRY_AFTER_SECS)
@@ -700,7 +700,7 @@ impl Check for RedisCheck {
     }
 }
 
-/// The service, as `cloudmart_common::run` builds and runs it.
+/// The service, as `cloudmart_run` builds and runs it.
 pub struct Application;
 
 impl Service for Application {

@@ -1,7 +1,7 @@
 //! The Redis store: [`RedisStore`], used when `REDIS_URL` is set, so every
 //! replica shares one set of login counters, revocations and cached tokens.
 //!
-//! One connection serves every request: [`cloudmart_common::redis::Redis`],
+//! One connection serves every request: [`cloudmart_redis::Redis`],
 //! opened lazily (auth-service starts while Redis is down) and set up so a
 //! down Redis fails a login within about twice `REDIS_TIMEOUT_MS`.
 //!
@@ -18,8 +18,8 @@ use std::future::Future;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use cloudmart_common::config::{EnvReader, EnvVar};
-use cloudmart_common::redis::{Redis, RedisUrl};
+use cloudmart_config::{EnvReader, EnvVar};
+use cloudmart_redis::{Redis, RedisUrl};
 use futures::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
 use redis::aio::ConnectionManager;

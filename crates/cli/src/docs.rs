@@ -3,8 +3,8 @@
 //! what the code reads. `cloudmart env-docs` prints them; a test checks the
 //! README carries the current text.
 
-use cloudmart_common::config::markdown_table;
-use cloudmart_common::run::Service;
+use cloudmart_config::markdown_table;
+use cloudmart_run::Service;
 
 fn section<S: Service>() -> String {
     format!("#### {}\n\n{}", S::NAME, markdown_table(&S::env_vars()))

@@ -16,7 +16,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use cloudmart_cli::smoke::{self, SmokeConfig};
 use cloudmart_cli::stack::{Ports, Stack};
-use cloudmart_common::config::{Env, ProcessEnv};
+use cloudmart_config::{Env, ProcessEnv};
 
 #[derive(Parser)]
 #[command(name = "cloudmart", version, about = "Run, check and load CloudMart")]
@@ -299,18 +299,14 @@ async fn main() -> ExitCode {
 }
 
 async fn load_cmd(config: &cloudmart_load::LoadConfig, json: bool) -> ExitCode {
-    let report = match cloudmart_load::run_until(
-        config,
-        cloudmart_common::server::shutdown_signal(),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cloudmart load: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let report =
+        match cloudmart_load::run_until(config, cloudmart_http::server::shutdown_signal()).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("cloudmart load: {e}");
+                return ExitCode::from(2);
+            }
+        };
     if json {
         println!("{}", report.to_json());
     } else {
@@ -321,7 +317,7 @@ async fn load_cmd(config: &cloudmart_load::LoadConfig, json: bool) -> ExitCode {
 
 async fn up(gateway_port: u16) -> ExitCode {
     let env = ProcessEnv;
-    let _guard = match cloudmart_common::telemetry::init("cloudmart", &env) {
+    let _guard = match cloudmart_telemetry::init("cloudmart", &env) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("cloudmart: {e}");
@@ -356,7 +352,7 @@ async fn up(gateway_port: u16) -> ExitCode {
     eprintln!("Logs:  below; grep a response's trace id to follow one request");
     eprintln!("Stop:  ctrl-c");
     eprintln!();
-    cloudmart_common::server::shutdown_signal().await;
+    cloudmart_http::server::shutdown_signal().await;
     stack.stop().await;
     ExitCode::SUCCESS
 }
@@ -557,7 +553,7 @@ async fn doctor_cluster(args: ClusterArgs) -> ExitCode {
             }
         };
     };
-    let mut shutdown = std::pin::pin!(cloudmart_common::server::shutdown_signal());
+    let mut shutdown = std::pin::pin!(cloudmart_http::server::shutdown_signal());
     let mut code = CLUSTER_UNREADABLE;
     loop {
         let result = tokio::select! {

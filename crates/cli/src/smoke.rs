@@ -81,7 +81,7 @@ pub async fn run(config: &SmokeConfig, mut report: impl FnMut(&SmokeLine)) -> Ve
                 status: None,
                 latency: started.elapsed(),
                 trace_id: None,
-                detail: cloudmart_common::client::describe_error(&e),
+                detail: cloudmart_http::client::describe_error(&e),
             },
         };
         report(&line);

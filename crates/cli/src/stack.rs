@@ -8,8 +8,8 @@
 
 use std::io;
 
-use cloudmart_common::config::{ConfigError, Env, Layered};
-use cloudmart_common::run::Service;
+use cloudmart_config::{ConfigError, Env, Layered};
+use cloudmart_run::Service;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

@@ -26,16 +26,16 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch};
-use cloudmart_common::chaos::{self, Chaos, ChaosConfig};
-use cloudmart_common::config::{ConfigError, Env, EnvReader, EnvVar, port_var};
-use cloudmart_common::error::{ApiError, Json, Query};
-use cloudmart_common::health::{Check, Health};
-use cloudmart_common::metrics::{InFlight, MetricsBuilder};
-use cloudmart_common::model::{
+use cloudmart_config::{ConfigError, Env, EnvReader, EnvVar, port_var};
+use cloudmart_http::chaos::{self, Chaos, ChaosConfig};
+use cloudmart_http::error::{ApiError, Json, Query};
+use cloudmart_http::health::{Check, Health};
+use cloudmart_http::metrics::{InFlight, MetricsBuilder};
+use cloudmart_http::server::{self, Server, ServerConfig};
+use cloudmart_model::{
     NOTIFICATION_PENDING, NOTIFICATION_PUBLISHED, NOTIFICATION_SENT, NewOrder, Order, OrderPage,
 };
-use cloudmart_common::run::{App, Service, StartupError};
-use cloudmart_common::server::{self, Server, ServerConfig};
+use cloudmart_run::{App, Service, StartupError};
 use futures::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -167,7 +167,7 @@ impl IntoResponse for DbError {
                 tracing::error!(error = %m, "store unavailable: {m}");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    cloudmart_common::error::STORE_UNAVAILABLE,
+                    cloudmart_http::error::STORE_UNAVAILABLE,
                     m,
                 )
                 .with_retry_after(1)
@@ -199,7 +199,7 @@ async fn create(State(s): State<AppState>, Json(new): Json<NewOrder>) -> Result<
             "id and idempotency_key must not be empty".to_owned(),
         ));
     }
-    cloudmart_common::model::validate_items(&new.items).map_err(DbError::Invalid)?;
+    cloudmart_model::validate_items(&new.items).map_err(DbError::Invalid)?;
     match s.store.insert(new).await? {
         Inserted::Created(order) => {
             tracing::info!(order_id = %order.id, "stored order {}", order.id);
@@ -325,7 +325,7 @@ impl Check for StoreCheck {
     }
 }
 
-/// The service, as `cloudmart_common::run` builds and runs it.
+/// The service, as `cloudmart_run` builds and runs it.
 pub struct Application;
 
 impl Service for Application {

@@ -23,9 +23,9 @@ use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloudmart_common::config::{EnvReader, EnvVar};
-use cloudmart_common::model::{NOTIFICATION_PENDING, NewOrder, Order, OrderItem, now_rfc3339};
-use cloudmart_common::retry::{Attempt, Backoff, Jitter, retry};
+use cloudmart_config::{EnvReader, EnvVar};
+use cloudmart_model::{NOTIFICATION_PENDING, NewOrder, Order, OrderItem, now_rfc3339};
+use cloudmart_retry::{Attempt, Backoff, Jitter, retry};
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use mongodb::bson::{Document, doc};
@@ -616,7 +616,7 @@ impl OrderStore for MongoStore {
         limit: usize,
         cursor: Option<&'a str>,
         customer: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<cloudmart_common::model::OrderPage, StoreError>> {
+    ) -> BoxFuture<'a, Result<cloudmart_model::OrderPage, StoreError>> {
         Box::pin(async move {
             let s = &self.shared;
             let after = match cursor {
@@ -662,7 +662,7 @@ impl OrderStore for MongoStore {
             } else {
                 None
             };
-            Ok(cloudmart_common::model::OrderPage {
+            Ok(cloudmart_model::OrderPage {
                 orders,
                 next_cursor,
             })

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use cloudmart_common::model::{NOTIFICATION_PENDING, NewOrder, Order, OrderPage, now_rfc3339};
+use cloudmart_model::{NOTIFICATION_PENDING, NewOrder, Order, OrderPage, now_rfc3339};
 use futures::future::BoxFuture;
 
 /// Why a store operation failed.
@@ -456,7 +456,7 @@ impl OrderStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cloudmart_common::model::OrderItem;
+    use cloudmart_model::OrderItem;
 
     fn new_order(id: &str, key: &str) -> NewOrder {
         NewOrder {

@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 
-use cloudmart_common::config::{ConfigError, Env, EnvReader, EnvVar};
-use cloudmart_common::run::Service;
+use cloudmart_config::{ConfigError, Env, EnvReader, EnvVar};
+use cloudmart_run::Service;
 
 /// One service's contract.
 #[derive(Clone)]

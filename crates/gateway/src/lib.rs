@@ -22,14 +22,14 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use cloudmart_common::client::{self, ClientConfig, Downstream};
-use cloudmart_common::config::{ConfigError, Env, EnvReader, EnvVar, port_var};
-use cloudmart_common::error::{ApiError, BODY_LIMIT_BYTES};
-use cloudmart_common::health::{Check, Health, HttpCheck};
-use cloudmart_common::metrics::MetricsBuilder;
-use cloudmart_common::retry::Backoff;
-use cloudmart_common::run::{App, Service, StartupError};
-use cloudmart_common::server::{self, Server, ServerConfig};
+use cloudmart_config::{ConfigError, Env, EnvReader, EnvVar, port_var};
+use cloudmart_http::client::{self, ClientConfig, Downstream};
+use cloudmart_http::error::{ApiError, BODY_LIMIT_BYTES};
+use cloudmart_http::health::{Check, Health, HttpCheck};
+use cloudmart_http::metrics::MetricsBuilder;
+use cloudmart_http::server::{self, Server, ServerConfig};
+use cloudmart_retry::Backoff;
+use cloudmart_run::{App, Service, StartupError};
 use serde_json::{Value, json};
 
 /// The binary and image name.
@@ -298,7 +298,7 @@ async fn readiness(d: &Downstream) -> (bool, Value) {
     }
 }
 
-/// The service, as `cloudmart_common::run` builds and runs it.
+/// The service, as `cloudmart_run` builds and runs it.
 pub struct Application;
 
 impl Service for Application {

@@ -21,10 +21,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloudmart_common::amqp::{self, AmqpConfig, LinkState, ReasonLabels};
-use cloudmart_common::chaos::ChaosConfig;
-use cloudmart_common::metrics::MetricsBuilder;
-use cloudmart_common::model::validate_items;
+use cloudmart_amqp::{AmqpConfig, LinkState, ReasonLabels};
+use cloudmart_http::chaos::ChaosConfig;
+use cloudmart_http::metrics::MetricsBuilder;
+use cloudmart_model::validate_items;
 use futures::TryStreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -182,23 +182,24 @@ impl Consumer {
     /// Consumes until `stop` fires, reconnecting (with backoff, logging each
     /// attempt) whenever the connection is lost.
     pub(crate) async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let backoff = amqp::reconnect_backoff();
+        let backoff = cloudmart_amqp::reconnect_backoff();
         loop {
             let this = self.clone();
-            let session = amqp::connect_with_retry(&backoff, &self.link, &mut stop, || {
-                let this = this.clone();
-                async move {
-                    let connection = amqp::connect(&this.config, NAME).await?;
-                    match this.open(&connection).await {
-                        Ok((channel, consumer)) => Ok((connection, channel, consumer)),
-                        Err(e) => {
-                            amqp::close(&connection, "setup failed").await;
-                            Err(amqp::describe(&e))
+            let session =
+                cloudmart_amqp::connect_with_retry(&backoff, &self.link, &mut stop, || {
+                    let this = this.clone();
+                    async move {
+                        let connection = cloudmart_amqp::connect(&this.config, NAME).await?;
+                        match this.open(&connection).await {
+                            Ok((channel, consumer)) => Ok((connection, channel, consumer)),
+                            Err(e) => {
+                                cloudmart_amqp::close(&connection, "setup failed").await;
+                                Err(cloudmart_amqp::describe(&e))
+                            }
                         }
                     }
-                }
-            })
-            .await;
+                })
+                .await;
             let Some((connection, channel, consumer)) = session else {
                 return;
             };
@@ -223,14 +224,14 @@ impl Consumer {
             match ended {
                 Ended::Stopped => {
                     self.link.set_down("notification-service is stopping");
-                    amqp::close(&connection, "notification-service is stopping").await;
+                    cloudmart_amqp::close(&connection, "notification-service is stopping").await;
                     tracing::info!("closed the RabbitMQ connection");
                     return;
                 }
                 Ended::Lost(why) => {
                     self.link.set_down(why.clone());
                     tracing::warn!(error = %why, "lost the RabbitMQ connection: {why}; reconnecting");
-                    amqp::close(&connection, "reconnecting").await;
+                    cloudmart_amqp::close(&connection, "reconnecting").await;
                 }
             }
         }
@@ -240,7 +241,7 @@ impl Consumer {
     /// the prefetch set, and a consumer on the queue.
     async fn open(&self, connection: &Connection) -> lapin::Result<(Channel, lapin::Consumer)> {
         let channel = connection.create_channel().await?;
-        amqp::declare_topology(&channel, &self.config).await?;
+        cloudmart_amqp::declare_topology(&channel, &self.config).await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
@@ -282,9 +283,9 @@ impl Consumer {
         tokio::select! {
             result = &mut work => Ended::Lost(match result {
                 Ok(()) => "RabbitMQ cancelled the consumer".to_owned(),
-                Err(e) => amqp::describe(&e),
+                Err(e) => cloudmart_amqp::describe(&e),
             }),
-            lost = amqp::until_lost(connection, &channels, stop) => match lost {
+            lost = cloudmart_amqp::until_lost(connection, &channels, stop) => match lost {
                 Some(why) => Ended::Lost(why),
                 None => {
                     let _ = channel.basic_cancel(tag, BasicCancelOptions::default()).await;
@@ -302,7 +303,7 @@ impl Consumer {
     async fn handle(&self, channel: &Channel, delivery: Delivery) {
         self.metrics.consumed.inc();
         let headers = delivery.properties.headers().as_ref();
-        let attempt = amqp::attempts(headers).saturating_add(1);
+        let attempt = cloudmart_amqp::attempts(headers).saturating_add(1);
         let message_id = delivery
             .properties
             .message_id()
@@ -333,12 +334,12 @@ impl Consumer {
             chaos.injected = tracing::field::Empty,
             order_id = tracing::field::Empty,
         );
-        amqp::set_remote_parent(&span, headers, NAME);
+        cloudmart_amqp::set_remote_parent(&span, headers, NAME);
         async {
             match self.process(&delivery).await {
                 Ok(()) => {
                     if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-                        tracing::warn!(error = %amqp::describe(&e), "ack failed; RabbitMQ will redeliver message {message_id}: {}", amqp::describe(&e));
+                        tracing::warn!(error = %cloudmart_amqp::describe(&e), "ack failed; RabbitMQ will redeliver message {message_id}: {}", cloudmart_amqp::describe(&e));
                     }
                 }
                 Err(failure) => {
@@ -422,13 +423,13 @@ impl Consumer {
                     self.metrics.dead_lettered.inc();
                 }
                 Err(e) => {
-                    tracing::warn!(error = %amqp::describe(&e), "rejecting message {message_id} failed; RabbitMQ will redeliver it: {}", amqp::describe(&e));
+                    tracing::warn!(error = %cloudmart_amqp::describe(&e), "rejecting message {message_id} failed; RabbitMQ will redeliver it: {}", cloudmart_amqp::describe(&e));
                 }
             }
             return;
         }
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-        amqp::set_attempts(&mut headers, attempt);
+        cloudmart_amqp::set_attempts(&mut headers, attempt);
         let properties = delivery.properties.clone().with_headers(headers);
         // Straight to our queue through the default exchange, so a retry
         // never reaches other queues bound to the exchange.
@@ -448,10 +449,10 @@ impl Consumer {
             Ok(confirm) => match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
                 Ok(Ok(Confirmation::Ack(None) | Confirmation::NotRequested)) => Ok(()),
                 Ok(Ok(_)) => Err("RabbitMQ refused the copy".to_owned()),
-                Ok(Err(e)) => Err(amqp::describe(&e)),
+                Ok(Err(e)) => Err(cloudmart_amqp::describe(&e)),
                 Err(_) => Err("RabbitMQ did not confirm the copy in time".to_owned()),
             },
-            Err(e) => Err(amqp::describe(&e)),
+            Err(e) => Err(cloudmart_amqp::describe(&e)),
         };
         match copied {
             Ok(()) => {
@@ -462,7 +463,7 @@ impl Consumer {
                     "message {message_id} failed (attempt {attempt} of {max}): {failure}; queued again"
                 );
                 if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-                    tracing::warn!(error = %amqp::describe(&e), "ack of message {message_id} failed after queueing its retry: {}", amqp::describe(&e));
+                    tracing::warn!(error = %cloudmart_amqp::describe(&e), "ack of message {message_id} failed after queueing its retry: {}", cloudmart_amqp::describe(&e));
                 }
             }
             Err(why) => {
@@ -490,8 +491,8 @@ impl Consumer {
         let dlq = self.config.dead_letter_queue();
         loop {
             let depths = async {
-                let ready = amqp::queue_depth(&channel, &self.config.queue).await?;
-                let dead = amqp::queue_depth(&channel, &dlq).await?;
+                let ready = cloudmart_amqp::queue_depth(&channel, &self.config.queue).await?;
+                let dead = cloudmart_amqp::queue_depth(&channel, &dlq).await?;
                 Ok::<_, lapin::Error>((ready, dead))
             };
             match depths.await {
@@ -500,7 +501,7 @@ impl Consumer {
                     self.metrics.dead_depth.set(i64::from(dead));
                 }
                 Err(e) => {
-                    tracing::warn!(error = %amqp::describe(&e), "cannot read the queue depth: {}", amqp::describe(&e));
+                    tracing::warn!(error = %cloudmart_amqp::describe(&e), "cannot read the queue depth: {}", cloudmart_amqp::describe(&e));
                     return;
                 }
             }
@@ -522,7 +523,7 @@ mod tests {
 
     /// The attempt number a delivery carrying `headers` is on.
     fn attempt_of(headers: Option<&FieldTable>) -> u32 {
-        amqp::attempts(headers).saturating_add(1)
+        cloudmart_amqp::attempts(headers).saturating_add(1)
     }
 
     #[test]
@@ -530,14 +531,14 @@ mod tests {
         // A fresh message (x-attempts 0 or absent) is on attempt 1.
         let mut headers = FieldTable::default();
         assert_eq!(attempt_of(None), 1);
-        amqp::set_attempts(&mut headers, 0);
+        cloudmart_amqp::set_attempts(&mut headers, 0);
         assert_eq!(attempt_of(Some(&headers)), 1);
 
         // With 3 attempts allowed, failures 1 and 2 are retried, 3 is final.
         let outcomes: Vec<bool> = (1..=3).map(|a| is_last_attempt(a, 3)).collect();
         assert_eq!(outcomes, [false, false, true]);
         // The retry copy after attempt 2 carries x-attempts 2, so it is attempt 3.
-        amqp::set_attempts(&mut headers, 2);
+        cloudmart_amqp::set_attempts(&mut headers, 2);
         assert!(is_last_attempt(attempt_of(Some(&headers)), 3));
         // One attempt allowed: the first failure dead-letters.
         assert!(is_last_attempt(1, 1));

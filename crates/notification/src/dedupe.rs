@@ -22,8 +22,8 @@
 
 use std::time::Duration;
 
-use cloudmart_common::config::{EnvReader, EnvVar};
-use cloudmart_common::redis::{Redis, RedisUrl};
+use cloudmart_config::{EnvReader, EnvVar};
+use cloudmart_redis::{Redis, RedisUrl};
 
 /// `REDIS_URL`.
 pub const REDIS_URL: EnvVar = EnvVar::optional(

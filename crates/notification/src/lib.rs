@@ -32,15 +32,16 @@ use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use cloudmart_common::amqp::{self, AmqpConfig, RabbitCheck, Workers};
-use cloudmart_common::chaos::{self, Chaos, ChaosConfig};
-use cloudmart_common::config::{ConfigError, Env, EnvReader, EnvVar, port_var};
-use cloudmart_common::error::{ApiError, Json};
-use cloudmart_common::health::Health;
-use cloudmart_common::metrics::MetricsBuilder;
-use cloudmart_common::model::{OrderItem, now_rfc3339};
-use cloudmart_common::run::{App, Service, StartupError};
-use cloudmart_common::server::{self, Server, ServerConfig};
+use cloudmart_amqp::{AmqpConfig, RabbitCheck};
+use cloudmart_config::{ConfigError, Env, EnvReader, EnvVar, port_var};
+use cloudmart_http::chaos::{self, Chaos, ChaosConfig};
+use cloudmart_http::error::{ApiError, Json};
+use cloudmart_http::health::Health;
+use cloudmart_http::metrics::MetricsBuilder;
+use cloudmart_http::server::{self, Server, ServerConfig};
+use cloudmart_model::{OrderItem, now_rfc3339};
+use cloudmart_run::Workers;
+use cloudmart_run::{App, Service, StartupError};
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
@@ -322,7 +323,7 @@ async fn list(State(outbox): State<Arc<Outbox>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({"sent": sent, "duplicates": duplicates, "recent": recent}))
 }
 
-/// The service, as `cloudmart_common::run` builds and runs it.
+/// The service, as `cloudmart_run` builds and runs it.
 pub struct Application;
 
 impl Service for Application {
@@ -338,7 +339,7 @@ impl Service for Application {
             NOTIFY_MAX_ATTEMPTS,
             NOTIFY_DELAY_MS,
         ];
-        v.extend_from_slice(amqp::ENV);
+        v.extend_from_slice(cloudmart_amqp::ENV);
         v.extend_from_slice(dedupe::ENV);
         v.extend_from_slice(chaos::ENV);
         v
@@ -370,7 +371,7 @@ impl Service for Application {
         let outbox = Outbox::new(config.history, durable, &mut metrics);
         let chaos = Chaos::new(config.chaos, metrics.registry());
         let mut workers = Workers::new();
-        let mut checks: Vec<Box<dyn cloudmart_common::health::Check>> = Vec::new();
+        let mut checks: Vec<Box<dyn cloudmart_http::health::Check>> = Vec::new();
         if let Some(amqp) = config.amqp.clone() {
             let settings = Settings {
                 prefetch: config.prefetch,
@@ -381,7 +382,7 @@ impl Service for Application {
             let consumer = Consumer::new(amqp, settings, outbox.clone(), &mut metrics);
             checks.push(Box::new(RabbitCheck::required(consumer.link())));
             let span = tracing::info_span!(parent: None, "amqp.consumer", service = NAME);
-            cloudmart_common::telemetry::begin_untraced(&span, NAME);
+            cloudmart_telemetry::begin_untraced(&span, NAME);
             workers.spawn(consumer.run(workers.stop_signal()).instrument(span));
         }
         let metrics = metrics.build();

@@ -28,19 +28,20 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use cloudmart_common::amqp::{self, AmqpConfig, RabbitCheck, Workers};
-use cloudmart_common::client::{self, ClientConfig, Downstream};
-use cloudmart_common::config::{ConfigError, Env, EnvReader, EnvVar, port_var};
-use cloudmart_common::error::{ApiError, Json, Query};
-use cloudmart_common::health::{Health, HttpCheck};
-use cloudmart_common::metrics::MetricsBuilder;
-use cloudmart_common::model::{
+use cloudmart_amqp::{AmqpConfig, RabbitCheck};
+use cloudmart_config::{ConfigError, Env, EnvReader, EnvVar, port_var};
+use cloudmart_http::client::{self, ClientConfig, Downstream};
+use cloudmart_http::error::{ApiError, Json, Query};
+use cloudmart_http::health::{Health, HttpCheck};
+use cloudmart_http::metrics::MetricsBuilder;
+use cloudmart_http::server::{self, Server, ServerConfig};
+use cloudmart_model::{
     GUEST, NOTIFICATION_PENDING, NOTIFICATION_PUBLISHED, NOTIFICATION_SENT, NewOrder, Order,
     OrderItem, OrderPage, PageQuery, validate_items,
 };
-use cloudmart_common::retry::{self, Backoff};
-use cloudmart_common::run::{App, Service, StartupError};
-use cloudmart_common::server::{self, Server, ServerConfig};
+use cloudmart_retry::Backoff;
+use cloudmart_run::Workers;
+use cloudmart_run::{App, Service, StartupError};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use reqwest::Method;
@@ -244,7 +245,10 @@ fn notify_body(order: &Order) -> serde_json::Value {
 /// Sets the order's notification state in database-service.
 async fn mark(database: &Downstream, id: &str, state: &str) -> Result<(), ApiError> {
     let body = serde_json::json!({"notification": state});
-    let path = format!("/orders/{}/notification", client::encode_component(id));
+    let path = format!(
+        "/orders/{}/notification",
+        cloudmart_model::encode_component(id)
+    );
     database
         .call::<Order, _>(Method::PATCH, &path, true, |r| r.json(&body))
         .await
@@ -289,7 +293,7 @@ async fn get_one(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Order>, OrderError> {
-    let path = format!("/orders/{}", client::encode_component(&id));
+    let path = format!("/orders/{}", cloudmart_model::encode_component(&id));
     let (_, order) = s.database.call(Method::GET, &path, true, |r| r).await?;
     Ok(Json(order))
 }
@@ -303,7 +307,7 @@ async fn list(
     Ok(Json(page))
 }
 
-/// The service, as `cloudmart_common::run` builds and runs it.
+/// The service, as `cloudmart_run` builds and runs it.
 pub struct Application;
 
 impl Service for Application {
@@ -320,8 +324,8 @@ impl Service for Application {
             RELAY_MIN_AGE_MS,
             RELAY_BATCH,
         ];
-        v.extend_from_slice(amqp::ENV);
-        v.extend_from_slice(retry::ENV);
+        v.extend_from_slice(cloudmart_amqp::ENV);
+        v.extend_from_slice(cloudmart_retry::ENV);
         v.extend_from_slice(client::ENV);
         v
     }
@@ -371,7 +375,7 @@ impl Service for Application {
         let mut workers = Workers::new();
         if let Some(p) = publisher {
             let span = tracing::info_span!(parent: None, "amqp.publisher", service = NAME);
-            cloudmart_common::telemetry::begin_untraced(&span, NAME);
+            cloudmart_telemetry::begin_untraced(&span, NAME);
             workers.spawn(p.maintain(workers.stop_signal()).instrument(span));
         }
         let relay = Relay {
@@ -389,7 +393,7 @@ impl Service for Application {
             .route("/orders", get(list).post(create))
             .route("/orders/{id}", get(get_one))
             .with_state(state);
-        let mut checks: Vec<Box<dyn cloudmart_common::health::Check>> = vec![Box::new(
+        let mut checks: Vec<Box<dyn cloudmart_http::health::Check>> = vec![Box::new(
             HttpCheck::new("database-service", &config.database_url, http),
         )];
         if let Some(link) = &link {

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    cloudmart_common::run::main::<cloudmart_order::Application>().await
+    cloudmart_run::main::<cloudmart_order::Application>().await
 }

@@ -14,9 +14,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cloudmart_common::amqp::{self, AmqpConfig, LinkState, ReasonLabels};
-use cloudmart_common::metrics::MetricsBuilder;
-use cloudmart_common::model::Order;
+use cloudmart_amqp::{AmqpConfig, LinkState, ReasonLabels};
+use cloudmart_http::metrics::MetricsBuilder;
+use cloudmart_model::Order;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Confirmation, Connection};
 use prometheus_client::metrics::counter::Counter;
@@ -156,33 +156,34 @@ impl Publisher {
     /// backoff, logging each attempt), declares the topology, and starts
     /// over whenever the connection is lost.
     pub(crate) async fn maintain(self, mut stop: watch::Receiver<bool>) {
-        let backoff = amqp::reconnect_backoff();
+        let backoff = cloudmart_amqp::reconnect_backoff();
         let config = self.inner.config.clone();
         loop {
-            let connected = amqp::connect_with_retry(&backoff, &self.inner.link, &mut stop, || {
-                let config = config.clone();
-                async move {
-                    let connection = amqp::connect(&config, NAME).await?;
-                    match open_channel(&connection, &config).await {
-                        Ok(channel) => Ok((connection, channel)),
-                        Err(e) => {
-                            amqp::close(&connection, "setup failed").await;
-                            Err(amqp::describe(&e))
+            let connected =
+                cloudmart_amqp::connect_with_retry(&backoff, &self.inner.link, &mut stop, || {
+                    let config = config.clone();
+                    async move {
+                        let connection = cloudmart_amqp::connect(&config, NAME).await?;
+                        match open_channel(&connection, &config).await {
+                            Ok(channel) => Ok((connection, channel)),
+                            Err(e) => {
+                                cloudmart_amqp::close(&connection, "setup failed").await;
+                                Err(cloudmart_amqp::describe(&e))
+                            }
                         }
                     }
-                }
-            })
-            .await;
+                })
+                .await;
             let Some((connection, channel)) = connected else {
                 return;
             };
             self.set_channel(Some(channel.clone()));
-            let lost = amqp::until_lost(&connection, &[&channel], &mut stop).await;
+            let lost = cloudmart_amqp::until_lost(&connection, &[&channel], &mut stop).await;
             self.set_channel(None);
             match lost {
                 None => {
                     self.inner.link.set_down("order-service is stopping");
-                    amqp::close(&connection, "order-service is stopping").await;
+                    cloudmart_amqp::close(&connection, "order-service is stopping").await;
                     tracing::info!("closed the RabbitMQ connection");
                     return;
                 }
@@ -192,7 +193,7 @@ impl Publisher {
                         error = %why,
                         "lost the RabbitMQ connection: {why}; new orders stay pending until it is back"
                     );
-                    amqp::close(&connection, "reconnecting").await;
+                    cloudmart_amqp::close(&connection, "reconnecting").await;
                 }
             }
         }
@@ -250,7 +251,7 @@ impl Publisher {
                 messaging.operation.type = "send",
                 messaging.operation.name = "publish",
                 messaging.destination.name = %exchange,
-                messaging.rabbitmq.destination.routing_key = amqp::ROUTING_KEY,
+                messaging.rabbitmq.destination.routing_key = cloudmart_amqp::ROUTING_KEY,
                 messaging.message.id = %order.id,
                 order_id = %order.id,
             );
@@ -267,11 +268,14 @@ impl Publisher {
         // round trip through the I/O loop per message.
         let sent = futures::future::join_all(orders.iter().zip(&bodies).zip(&spans).map(
             |((order, body), span)| {
-                let properties = amqp::message_properties(&order.id, amqp::trace_headers(span));
+                let properties = cloudmart_amqp::message_properties(
+                    &order.id,
+                    cloudmart_amqp::trace_headers(span),
+                );
                 channel
                     .basic_publish(
                         exchange.into(),
-                        amqp::ROUTING_KEY.into(),
+                        cloudmart_amqp::ROUTING_KEY.into(),
                         options,
                         body,
                         properties,
@@ -284,10 +288,10 @@ impl Publisher {
         let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
         futures::future::join_all(sent.into_iter().map(|(confirm, span)| async move {
             let result = match confirm {
-                Err(e) => Err(PublishError::Broker(amqp::describe(&e))),
+                Err(e) => Err(PublishError::Broker(cloudmart_amqp::describe(&e))),
                 Ok(confirm) => match tokio::time::timeout_at(deadline, confirm).await {
                     Err(_) => Err(PublishError::Timeout),
-                    Ok(Err(e)) => Err(PublishError::Broker(amqp::describe(&e))),
+                    Ok(Err(e)) => Err(PublishError::Broker(cloudmart_amqp::describe(&e))),
                     Ok(Ok(Confirmation::Ack(None) | Confirmation::NotRequested)) => Ok(()),
                     Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable),
                     Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
@@ -307,7 +311,7 @@ impl Publisher {
 /// A channel with publisher confirms on, after declaring the topology.
 async fn open_channel(connection: &Connection, config: &AmqpConfig) -> lapin::Result<Channel> {
     let channel = connection.create_channel().await?;
-    amqp::declare_topology(&channel, config).await?;
+    cloudmart_amqp::declare_topology(&channel, config).await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;

@@ -20,11 +20,9 @@
 
 use std::time::{Duration, Instant};
 
-use cloudmart_common::amqp;
-use cloudmart_common::client::Downstream;
-use cloudmart_common::model::{NOTIFICATION_PUBLISHED, NOTIFICATION_SENT, Order};
-use cloudmart_common::retry::{Backoff, Jitter};
-use cloudmart_common::telemetry;
+use cloudmart_http::client::Downstream;
+use cloudmart_model::{NOTIFICATION_PUBLISHED, NOTIFICATION_SENT, Order};
+use cloudmart_retry::{Backoff, Jitter};
 use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -75,14 +73,14 @@ impl Relay {
         let mut wait = self.interval;
         loop {
             tokio::select! {
-                () = amqp::stopped(&mut stop) => return,
+                () = cloudmart_run::stopped(&mut stop) => return,
                 () = tokio::time::sleep(wait) => {}
             }
             // Looking for pending work is not exported: an idle relay would
             // otherwise add a trace every interval. A pass that announces
             // something starts a trace of its own (see `pass`).
             let span = tracing::info_span!(parent: None, "relay.poll", service = NAME);
-            telemetry::begin_untraced(&span, NAME);
+            cloudmart_telemetry::begin_untraced(&span, NAME);
             match self.pass().instrument(span).await {
                 Ok(pass) => {
                     failures = 0;
@@ -124,7 +122,7 @@ impl Relay {
             return Ok(Pass::default());
         }
         let announce = tracing::info_span!(parent: None, "relay", service = NAME, due = due.len());
-        telemetry::begin_trace(&announce, NAME);
+        cloudmart_telemetry::begin_trace(&announce, NAME);
         self.announce(due, listed).instrument(announce).await
     }
 
@@ -337,7 +335,7 @@ mod tests {
 
     #[test]
     fn parsing_round_trips_the_current_time() {
-        let now = cloudmart_common::model::now_rfc3339();
+        let now = cloudmart_model::now_rfc3339();
         let ms = parse_rfc3339_ms(&now).unwrap();
         assert!(now_ms().abs_diff(ms) < 5_000, "{now} -> {ms}");
     }

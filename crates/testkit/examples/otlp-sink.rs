@@ -25,7 +25,7 @@ async fn main() -> ExitCode {
         }
     };
     println!("{}", collector.endpoint());
-    cloudmart_common::server::shutdown_signal().await;
+    cloudmart_http::server::shutdown_signal().await;
     println!(
         "otlp-sink: {} export requests, {} spans",
         collector.requests(),

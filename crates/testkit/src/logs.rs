@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cloudmart_common::telemetry::{self, TelemetryGuard};
+use cloudmart_telemetry::TelemetryGuard;
 use serde_json::Value;
 
 use crate::otlp::{self, Collector};
@@ -107,7 +107,9 @@ fn capture(export: bool) -> &'static Capture {
         let traces = export.then(otlp::global);
         if let Some(collector) = traces {
             env.insert(
-                telemetry::OTEL_EXPORTER_OTLP_ENDPOINT.name.to_owned(),
+                cloudmart_telemetry::OTEL_EXPORTER_OTLP_ENDPOINT
+                    .name
+                    .to_owned(),
                 collector.endpoint().to_owned(),
             );
         }
@@ -121,9 +123,9 @@ fn capture(export: bool) -> &'static Capture {
         // the test that happened to come first has ended.
         let guard = if export {
             let _entered = otlp::global_handle().enter();
-            telemetry::init_with_writer("tests", &env, writer)
+            cloudmart_telemetry::init_with_writer("tests", &env, writer)
         } else {
-            telemetry::init_with_writer("tests", &env, writer)
+            cloudmart_telemetry::init_with_writer("tests", &env, writer)
         }
         .ok();
         Capture {

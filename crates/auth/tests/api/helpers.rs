@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use cloudmart_auth::Application;
-use cloudmart_common::run::Service;
+use cloudmart_run::Service;
 use serde_json::Value;
 use tokio::sync::oneshot;
 

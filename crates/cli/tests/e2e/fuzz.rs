@@ -320,7 +320,7 @@ async fn run(
                             t.failures.push(d);
                         }
                     }
-                    Err(_) if case.body.len() > cloudmart_common::error::BODY_LIMIT_BYTES => {
+                    Err(_) if case.body.len() > cloudmart_http::error::BODY_LIMIT_BYTES => {
                         t.oversize_resets += 1;
                     }
                     Err(problem) => {

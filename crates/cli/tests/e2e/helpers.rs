@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use cloudmart_amqp::AmqpConfig;
 use cloudmart_cli::stack::{Ports, Stack};
-use cloudmart_common::amqp::{self, AmqpConfig};
 use cloudmart_testkit::{TempDir, servers, wait_until};
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use openmetrics_parser::{
@@ -167,7 +167,7 @@ impl Broker {
     /// Deletes this test's queues and exchanges; call after the stack has
     /// stopped, or its consumer would declare them again.
     pub(crate) async fn cleanup(self) {
-        let Ok(connection) = amqp::connect(&self.config, "e2e-cleanup").await else {
+        let Ok(connection) = cloudmart_amqp::connect(&self.config, "e2e-cleanup").await else {
             return;
         };
         if let Ok(channel) = connection.create_channel().await {
@@ -185,7 +185,7 @@ impl Broker {
                     .await;
             }
         }
-        amqp::close(&connection, "cleanup done").await;
+        cloudmart_amqp::close(&connection, "cleanup done").await;
     }
 }
 

@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use cloudmart_common::amqp;
 use cloudmart_testkit::wait_until;
 use lapin::options::{BasicGetOptions, BasicPublishOptions};
 
@@ -37,14 +36,14 @@ async fn a_poison_message_is_dead_lettered_and_the_others_are_delivered_once() {
             good.insert(id.clone());
             (id, serde_json::to_vec(&body).unwrap())
         };
-        let headers = amqp::trace_headers(&tracing::Span::none());
+        let headers = cloudmart_amqp::trace_headers(&tracing::Span::none());
         let confirm = channel
             .basic_publish(
                 broker.direct.exchange.as_str().into(),
-                amqp::ROUTING_KEY.into(),
+                cloudmart_amqp::ROUTING_KEY.into(),
                 BasicPublishOptions::default(),
                 &body,
-                amqp::message_properties(&id, headers),
+                cloudmart_amqp::message_properties(&id, headers),
             )
             .await
             .unwrap()
@@ -94,7 +93,10 @@ async fn a_poison_message_is_dead_lettered_and_the_others_are_delivered_once() {
     );
     // x-attempts counts the failures before the last one: the last attempt
     // rejected the message instead of queueing another copy.
-    assert_eq!(amqp::attempts(props.headers().as_ref()) + 1, MAX_ATTEMPTS);
+    assert_eq!(
+        cloudmart_amqp::attempts(props.headers().as_ref()) + 1,
+        MAX_ATTEMPTS
+    );
     assert!(
         props
             .headers()
@@ -118,7 +120,7 @@ async fn a_poison_message_is_dead_lettered_and_the_others_are_delivered_once() {
         (GOOD as f64) + f64::from(MAX_ATTEMPTS)
     );
 
-    amqp::close(&connection, "test done").await;
+    cloudmart_amqp::close(&connection, "test done").await;
     app.stop().await;
     broker.cleanup().await;
 }

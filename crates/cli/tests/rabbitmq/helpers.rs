@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use cloudmart_amqp::AmqpConfig;
 use cloudmart_cli::stack::{Ports, Stack};
-use cloudmart_common::amqp::{self, AmqpConfig};
 use cloudmart_testkit::logs::{Logs, logs_and_traces};
 use cloudmart_testkit::otlp::Collector;
 use cloudmart_testkit::proxy::TcpProxy;
@@ -68,11 +68,11 @@ impl Broker {
     /// A direct connection and a confirm-mode channel, with the topology
     /// declared (so messages published before the services connect are kept).
     pub(crate) async fn channel(&self) -> (Connection, Channel) {
-        let connection = amqp::connect(&self.direct, "rabbitmq-test")
+        let connection = cloudmart_amqp::connect(&self.direct, "rabbitmq-test")
             .await
             .expect("the test connects to RabbitMQ");
         let channel = connection.create_channel().await.unwrap();
-        amqp::declare_topology(&channel, &self.direct)
+        cloudmart_amqp::declare_topology(&channel, &self.direct)
             .await
             .expect("the topology is declared");
         channel
@@ -84,7 +84,7 @@ impl Broker {
 
     /// Ready messages in `queue`.
     pub(crate) async fn depth(&self, channel: &Channel, queue: &str) -> u32 {
-        amqp::queue_depth(channel, queue)
+        cloudmart_amqp::queue_depth(channel, queue)
             .await
             .expect("the queue exists")
     }
@@ -118,7 +118,7 @@ impl Drop for Broker {
 }
 
 async fn delete_topology(config: &AmqpConfig) {
-    let Ok(connection) = amqp::connect(config, "rabbitmq-test-cleanup").await else {
+    let Ok(connection) = cloudmart_amqp::connect(config, "rabbitmq-test-cleanup").await else {
         return;
     };
     if let Ok(channel) = connection.create_channel().await {
@@ -133,7 +133,7 @@ async fn delete_topology(config: &AmqpConfig) {
                 .await;
         }
     }
-    amqp::close(&connection, "cleanup done").await;
+    cloudmart_amqp::close(&connection, "cleanup done").await;
 }
 
 /// A running stack wired to the broker through the proxy.

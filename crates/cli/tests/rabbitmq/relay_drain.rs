@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use cloudmart_common::model::{NewOrder, OrderItem};
+use cloudmart_model::{NewOrder, OrderItem};
 use cloudmart_testkit::wait_until;
 use futures::StreamExt;
 

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use cloudmart_cli::stack::Single;
-use cloudmart_common::run::Service;
+use cloudmart_run::Service;
 use cloudmart_testkit::otlp::{Collector, SpanRecord, trace_id_of, tree};
 use cloudmart_testkit::{TempDir, closed_port, servers};
 use serde_json::{Value, json};

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use cloudmart_common::run::Service;
 use cloudmart_database::Application;
+use cloudmart_run::Service;
 use tokio::sync::oneshot;
 
 /// A database-service running in-process.

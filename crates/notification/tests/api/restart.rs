@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use cloudmart_common::amqp::{self, AmqpConfig};
+use cloudmart_amqp::AmqpConfig;
 use cloudmart_testkit::proxy::TcpProxy;
 use cloudmart_testkit::servers::{address, authority, require};
 use cloudmart_testkit::{ServiceProcess, wait_until};
@@ -95,7 +95,9 @@ async fn a_message_redelivered_after_sigkill_is_not_notified_again() {
     .await;
     assert!(ready.is_some(), "not consuming:\n{}", first.output());
     let config = AmqpConfig::new(&amqp_url, &exchange, &queue).unwrap();
-    let connection = amqp::connect(&config, "restart-test").await.unwrap();
+    let connection = cloudmart_amqp::connect(&config, "restart-test")
+        .await
+        .unwrap();
     let channel = connection.create_channel().await.unwrap();
     let order = uuid::Uuid::now_v7().to_string();
     let body = json!({"order_id": order, "customer": "alice", "items": [{"item": "laptop", "quantity": 1}]});
@@ -106,7 +108,7 @@ async fn a_message_redelivered_after_sigkill_is_not_notified_again() {
     channel
         .basic_publish(
             exchange.as_str().into(),
-            amqp::ROUTING_KEY.into(),
+            cloudmart_amqp::ROUTING_KEY.into(),
             BasicPublishOptions::default(),
             body.to_string().as_bytes(),
             BasicProperties::default().with_delivery_mode(2),

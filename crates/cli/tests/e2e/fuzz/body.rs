@@ -412,7 +412,7 @@ fn garbage(rng: &mut Rng, out: &mut Vec<u8>) {
 
 /// Bodies either side of the 64 KiB limit.
 fn oversize(rng: &mut Rng, out: &mut Vec<u8>) {
-    let limit = cloudmart_common::error::BODY_LIMIT_BYTES;
+    let limit = cloudmart_http::error::BODY_LIMIT_BYTES;
     let over = limit + rng.usize(2..8_000);
     let size = pick(rng, &[limit - 1, limit, limit + 1, over]);
     let frame = br#"{"item":""}"#.len();

@@ -119,14 +119,27 @@ impl PageQuery {
         let mut out = format!("{path}?limit={limit}");
         if let Some(c) = self.cursor.as_deref() {
             out.push_str("&cursor=");
-            out.push_str(&crate::client::encode_component(c));
+            out.push_str(&encode_component(c));
         }
         if let Some(c) = self.customer.as_deref() {
             out.push_str("&customer=");
-            out.push_str(&crate::client::encode_component(c));
+            out.push_str(&encode_component(c));
         }
         Ok(out)
     }
+}
+
+/// Percent-encodes an id or a query value for a path between services.
+pub fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Checks the lines of an order, describing the first problem found.
@@ -193,6 +206,12 @@ fn format_rfc3339(secs: u64, millis: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encode_component_escapes_reserved_characters() {
+        assert_eq!(encode_component("a b/c?d"), "a%20b%2Fc%3Fd");
+        assert_eq!(encode_component("0193-abc_~."), "0193-abc_~.");
+    }
 
     fn line(item: &str, quantity: u32) -> OrderItem {
         OrderItem {

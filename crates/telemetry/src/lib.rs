@@ -54,7 +54,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::{Env, EnvVar};
+use cloudmart_config::{Env, EnvVar};
 
 mod format;
 

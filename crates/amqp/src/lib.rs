@@ -42,12 +42,12 @@ use lapin::{
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
-use crate::config::{EnvReader, EnvVar};
-use crate::health::Check;
-use crate::metrics::Registry;
-use crate::retry::{Backoff, Jitter};
+use cloudmart_config::{EnvReader, EnvVar};
+use cloudmart_http::health::Check;
+use cloudmart_http::metrics::Registry;
+use cloudmart_retry::{Backoff, Jitter};
+use cloudmart_run::stopped;
 
 /// `AMQP_URL`.
 pub const AMQP_URL: EnvVar = EnvVar::optional(
@@ -338,7 +338,7 @@ pub fn message_properties(message_id: &str, headers: FieldTable) -> BasicPropert
 /// Headers for a new message: the trace context of `span` and `x-attempts: 0`.
 pub fn trace_headers(span: &tracing::Span) -> FieldTable {
     let mut headers = FieldTable::default();
-    insert_strings(&mut headers, crate::telemetry::inject_map(span));
+    insert_strings(&mut headers, cloudmart_telemetry::inject_map(span));
     set_attempts(&mut headers, 0);
     headers
 }
@@ -368,7 +368,7 @@ pub fn string_headers(headers: Option<&FieldTable>) -> HashMap<String, String> {
 
 /// The publisher's trace context carried by a message, as a remote parent.
 pub fn trace_context(headers: Option<&FieldTable>) -> opentelemetry::Context {
-    crate::telemetry::extract_map(&string_headers(headers))
+    cloudmart_telemetry::extract_map(&string_headers(headers))
 }
 
 /// Makes `span` (a consumer span of `service`) a child of the publisher's
@@ -380,7 +380,7 @@ pub fn set_remote_parent(
     service: &'static str,
 ) {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let _ = span.set_parent(crate::telemetry::in_service(
+    let _ = span.set_parent(cloudmart_telemetry::in_service(
         trace_context(headers),
         service,
     ));
@@ -422,15 +422,6 @@ pub fn set_attempts(headers: &mut FieldTable, n: u32) {
 /// The reconnect policy: 200 ms doubling to 5 s, full jitter, never giving up.
 pub fn reconnect_backoff() -> Backoff {
     Backoff::try_new(RECONNECT_BASE, RECONNECT_MAX, 100, Jitter::Full).unwrap_or_default()
-}
-
-/// Resolves once `stop` says so (or its sender is gone).
-pub async fn stopped(stop: &mut watch::Receiver<bool>) {
-    while !*stop.borrow_and_update() {
-        if stop.changed().await.is_err() {
-            return;
-        }
-    }
 }
 
 /// Runs `attempt` until it succeeds, waiting per `backoff` in between and
@@ -661,78 +652,6 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
-/// Background loops a service runs beside its HTTP server (the broker
-/// connections, the relay), stopped together with it.
-///
-/// [`Workers::shutdown`] signals every loop and waits a bounded time, so a
-/// consumer can finish the message in hand and close its connection;
-/// dropping the value aborts whatever is left, so nothing outlives the
-/// service (several services share one process in `cloudmart up`).
-pub struct Workers {
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Default for Workers {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Debug for Workers {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Workers")
-            .field("tasks", &self.tasks.len())
-            .finish()
-    }
-}
-
-impl Workers {
-    /// No loops yet.
-    pub fn new() -> Self {
-        Self {
-            stop: watch::channel(false).0,
-            tasks: Vec::new(),
-        }
-    }
-
-    /// A receiver that turns `true` when the service stops; pass it to
-    /// [`stopped`], [`connect_with_retry`] and [`until_lost`].
-    pub fn stop_signal(&self) -> watch::Receiver<bool> {
-        self.stop.subscribe()
-    }
-
-    /// Runs `task` until it returns or the service stops.
-    pub fn spawn<F>(&mut self, task: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        self.tasks.push(tokio::spawn(task));
-    }
-
-    /// Signals every loop to stop and waits up to `deadline` for them.
-    pub async fn shutdown(mut self, deadline: Duration) {
-        let _ = self.stop.send(true);
-        let end = tokio::time::Instant::now() + deadline;
-        for task in std::mem::take(&mut self.tasks) {
-            let abort = task.abort_handle();
-            if tokio::time::timeout_at(end, task).await.is_err() {
-                tracing::warn!("a background task did not stop in time; aborting it");
-                abort.abort();
-            }
-        }
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -827,7 +746,7 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             let publisher = tracing::info_span!("publish");
             let headers = trace_headers(&publisher);
-            let sent = crate::telemetry::trace_id(&publisher).expect("a valid span");
+            let sent = cloudmart_telemetry::trace_id(&publisher).expect("a valid span");
 
             assert!(string_headers(Some(&headers)).contains_key("traceparent"));
             let received = trace_context(Some(&headers));
@@ -898,18 +817,5 @@ mod tests {
         assert!(why.contains("connection refused"), "{why}");
         assert!(why.contains("amqp://u@h:1/%2f"), "{why}");
         assert!(!why.contains("secret"), "{why}");
-    }
-
-    #[tokio::test]
-    async fn workers_stop_when_the_service_does() {
-        let mut workers = Workers::new();
-        let mut stop = workers.stop_signal();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        workers.spawn(async move {
-            stopped(&mut stop).await;
-            let _ = done_tx.send(());
-        });
-        workers.shutdown(Duration::from_secs(1)).await;
-        assert!(done_rx.await.is_ok());
     }
 }

@@ -11,7 +11,10 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::config::{ConfigError, Env, EnvReader, EnvVar, ProcessEnv};
+use cloudmart_config::{ConfigError, Env, EnvReader, EnvVar, ProcessEnv};
+
+mod workers;
+pub use workers::{Workers, stopped};
 
 /// A boxed startup error.
 pub type StartupError = Box<dyn std::error::Error + Send + Sync>;
@@ -34,8 +37,8 @@ pub trait Service: Sized + Send + 'static {
     /// which every service reads through this crate.
     fn env_vars() -> Vec<EnvVar> {
         let mut vars = Self::service_env_vars();
-        vars.extend_from_slice(crate::server::ServerConfig::ENV);
-        vars.extend_from_slice(crate::telemetry::ENV);
+        vars.extend_from_slice(cloudmart_http::server::ServerConfig::ENV);
+        vars.extend_from_slice(cloudmart_telemetry::ENV);
         vars
     }
 
@@ -54,18 +57,18 @@ const WORKER_DRAIN: Duration = Duration::from_secs(5);
 /// notification relay, the queue consumer), run and stopped together. Port 0
 /// in the config gives a free port, which [`App::port`] reports.
 pub struct App {
-    server: crate::server::Server,
-    workers: crate::amqp::Workers,
+    server: cloudmart_http::server::Server,
+    workers: crate::Workers,
 }
 
 impl App {
     /// A service that is only an HTTP server.
-    pub fn new(server: crate::server::Server) -> Self {
-        Self::with_workers(server, crate::amqp::Workers::new())
+    pub fn new(server: cloudmart_http::server::Server) -> Self {
+        Self::with_workers(server, crate::Workers::new())
     }
 
     /// A server plus background loops.
-    pub fn with_workers(server: crate::server::Server, workers: crate::amqp::Workers) -> Self {
+    pub fn with_workers(server: cloudmart_http::server::Server, workers: crate::Workers) -> Self {
         Self { server, workers }
     }
 
@@ -99,7 +102,7 @@ pub async fn main<S: Service>() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let _guard = match crate::telemetry::init(S::NAME, &env) {
+    let _guard = match cloudmart_telemetry::init(S::NAME, &env) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("{}: {e}", S::NAME);
@@ -121,7 +124,7 @@ pub async fn main<S: Service>() -> ExitCode {
         app.port()
     );
     match app
-        .run_until_stopped(crate::server::shutdown_signal())
+        .run_until_stopped(cloudmart_http::server::shutdown_signal())
         .await
     {
         Ok(()) => {

@@ -173,7 +173,7 @@ impl ProcessMetrics {
             self.max_fds.set(i64::try_from(max).unwrap_or(i64::MAX));
         }
         if let Ok(_one_at_a_time) = self.spans_dropped_sync.lock() {
-            let dropped = crate::telemetry::spans_dropped();
+            let dropped = cloudmart_telemetry::spans_dropped();
             self.spans_dropped
                 .inc_by(dropped.saturating_sub(self.spans_dropped.get()));
         }

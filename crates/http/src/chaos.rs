@@ -14,9 +14,9 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::metrics::counter::Counter;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::config::{EnvReader, EnvVar};
 use crate::error::ApiError;
 use crate::metrics::Registry;
+use cloudmart_config::{EnvReader, EnvVar};
 
 /// `CHAOS_FAILURE_RATE`.
 pub const CHAOS_FAILURE_RATE: EnvVar = EnvVar::with_default(

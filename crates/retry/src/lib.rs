@@ -15,7 +15,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::config::{EnvReader, EnvVar};
+use cloudmart_config::{EnvReader, EnvVar};
 
 /// Upper bound for any configured delay.
 const MAX_DELAY_LIMIT: Duration = Duration::from_secs(60);

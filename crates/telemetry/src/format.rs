@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
-use crate::config::EnvVar;
+use cloudmart_config::EnvVar;
 
 /// `LOG_FORMAT`.
 pub const LOG_FORMAT: EnvVar = EnvVar::optional(

@@ -14,10 +14,10 @@ use axum::http::StatusCode;
 use reqwest::{Method, RequestBuilder, Response};
 use tracing::Instrument;
 
-use crate::config::{EnvReader, EnvVar};
 use crate::error::ApiError;
 use crate::metrics::ClientMetrics;
-use crate::retry::{Attempt, Backoff, parse_retry_after, retry};
+use cloudmart_config::{EnvReader, EnvVar};
+use cloudmart_retry::{Attempt, Backoff, parse_retry_after, retry};
 
 /// `HTTP_CONNECT_TIMEOUT_MS`.
 pub const HTTP_CONNECT_TIMEOUT_MS: EnvVar = EnvVar::with_default(
@@ -338,7 +338,7 @@ impl Downstream {
                 span.record("http.request.resend_count", i64::from(attempt - 1));
             }
             let mut headers = http::HeaderMap::new();
-            crate::telemetry::inject(&span, &mut headers);
+            cloudmart_telemetry::inject(&span, &mut headers);
             let request = build(self.client.request(method.clone(), &url)).headers(headers);
             let name = self.name;
             let metrics = self.metrics.clone();
@@ -532,19 +532,6 @@ impl Downstream {
     }
 }
 
-/// Percent-encodes a path segment or query value.
-pub fn encode_component(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,11 +561,5 @@ mod tests {
             address_of("http://auth-service"),
             ("auth-service".to_owned(), Some(80))
         );
-    }
-
-    #[test]
-    fn encode_component_escapes_reserved_characters() {
-        assert_eq!(encode_component("a b/c?d"), "a%20b%2Fc%3Fd");
-        assert_eq!(encode_component("0193-abc_~."), "0193-abc_~.");
     }
 }

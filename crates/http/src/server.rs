@@ -25,10 +25,10 @@ use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::config::{EnvReader, EnvVar};
 use crate::error::{BODY_LIMIT_BYTES, json_errors, not_found};
 use crate::health::Health;
 use crate::metrics::Metrics;
+use cloudmart_config::{EnvReader, EnvVar};
 
 /// `HOST`.
 pub const HOST: EnvVar = EnvVar::with_default(
@@ -207,11 +207,11 @@ async fn observe(State(obs): State<Observer>, req: Request, next: Next) -> Respo
     if matched {
         span.record("http.route", route.as_str());
     }
-    let parent = crate::telemetry::server_parent(obs.service, req.headers());
+    let parent = cloudmart_telemetry::server_parent(obs.service, req.headers());
     // Probes and scrapes arrive every few seconds per pod: keep them out of
     // the exported traces so the requests that matter stay easy to find.
     let parent = if PROBE_ROUTES.contains(&route.as_str()) {
-        crate::telemetry::untraced(parent)
+        cloudmart_telemetry::untraced(parent)
     } else {
         parent
     };
@@ -228,7 +228,7 @@ async fn observe(State(obs): State<Observer>, req: Request, next: Next) -> Respo
         span.record("otel.status_code", "ERROR");
         span.record("error.type", status.as_str());
     }
-    if let Some(tp) = crate::telemetry::traceparent(&span)
+    if let Some(tp) = cloudmart_telemetry::traceparent(&span)
         && let Ok(value) = HeaderValue::from_str(&tp)
     {
         response.headers_mut().insert("traceparent", value);
