@@ -226,12 +226,14 @@ async fn proxy(to: &Downstream, req: Request) -> Response {
         Err(e) => {
             let cause = client::describe_error(&e);
             tracing::error!(downstream = to.name(), error = %cause, "{} broke off its answer: {cause}", to.name());
-            return ApiError::new(
+            let mut response = ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "upstream_error",
                 format!("{} broke off its answer: {cause}", to.name()),
             )
             .into_response();
+            response.headers_mut().insert("x-request-id", id);
+            return response;
         }
     };
     let mut response = Response::new(Body::from(bytes));

@@ -157,13 +157,17 @@ async fn an_upstream_that_breaks_off_its_answer_is_a_502_naming_the_hop() {
         .unwrap();
 
     // Assert
-    let (status, _, body) = parts(response).await;
+    let (status, headers, body) = parts(response).await;
     assert_eq!(status, 502, "{body}");
     let (code, message) = error_of(&body);
     assert_eq!(code, "upstream_error");
     assert!(
         message.starts_with("api-service broke off its answer: "),
         "{message}"
+    );
+    assert_eq!(
+        headers.get("x-request-id").and_then(|v| v.to_str().ok()),
+        Some("cut-1")
     );
 }
 
