@@ -117,7 +117,7 @@ async fn an_upstream_503_is_passed_on_as_it_came_and_not_retried() {
     let api = Upstream::answering(Reply {
         status: StatusCode::SERVICE_UNAVAILABLE,
         headers: vec![("retry-after", "5")],
-        body: sent.clone(),
+        body: sent.to_string(),
     })
     .await;
     let gateway = gateway_to(&api.url(), &[]).await;
@@ -139,6 +139,46 @@ async fn an_upstream_503_is_passed_on_as_it_came_and_not_retried() {
     assert_eq!(headers["retry-after"], "5");
     assert_eq!(headers["x-request-id"], "down-1");
     assert_eq!(api.only().header("x-request-id"), Some("down-1"));
+}
+
+#[tokio::test]
+async fn an_upstream_5xx_without_a_json_body_is_answered_naming_the_hop() {
+    // Arrange: what a proxy in front of a hop, or a URL naming the wrong
+    // port, answers instead of CloudMart's error body.
+    for (sent, expected, code) in [
+        (StatusCode::SERVICE_UNAVAILABLE, 503, "upstream_unavailable"),
+        (StatusCode::INTERNAL_SERVER_ERROR, 502, "upstream_error"),
+    ] {
+        let api = Upstream::answering(Reply {
+            status: sent,
+            headers: vec![("content-type", "text/plain"), ("retry-after", "7")],
+            body: "no healthy upstream".to_owned(),
+        })
+        .await;
+        let gateway = gateway_to(&api.url(), &[]).await;
+
+        // Act
+        let response = gateway
+            .client
+            .get(format!("{}/api/orders", gateway.url))
+            .header("x-request-id", "plain-1")
+            .send()
+            .await
+            .unwrap();
+
+        // Assert
+        let (status, headers, body) = parts(response).await;
+        assert_eq!(status, expected, "{sent}: {body}");
+        let (got_code, message) = error_of(&body);
+        assert_eq!(got_code, code, "{sent}");
+        assert_eq!(
+            message,
+            format!("api-service failed: api-service answered {}", sent.as_u16())
+        );
+        assert_eq!(headers["retry-after"], "7");
+        assert_eq!(headers["x-request-id"], "plain-1");
+        assert_eq!(api.only().method, "GET", "not retried");
+    }
 }
 
 #[tokio::test]

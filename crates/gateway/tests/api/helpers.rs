@@ -40,12 +40,13 @@ impl Received {
     }
 }
 
-/// What a stand-in upstream answers to every request.
+/// What a stand-in upstream answers to every request: JSON unless
+/// `headers` sets another `content-type`.
 #[derive(Debug, Clone)]
 pub(crate) struct Reply {
     pub(crate) status: StatusCode,
     pub(crate) headers: Vec<(&'static str, &'static str)>,
-    pub(crate) body: Value,
+    pub(crate) body: String,
 }
 
 /// A real HTTP server standing in for api-service or auth-service.
@@ -62,7 +63,7 @@ impl Upstream {
         Self::answering(Reply {
             status: StatusCode::OK,
             headers: vec![("x-upstream", name)],
-            body: json!({ "upstream": name }),
+            body: json!({ "upstream": name }).to_string(),
         })
         .await
     }
@@ -89,7 +90,7 @@ impl Upstream {
                     headers: parts.headers,
                     body: body.to_vec(),
                 });
-                let mut response = Response::new(Body::from(reply.body.to_string()));
+                let mut response = Response::new(Body::from(reply.body));
                 *response.status_mut() = reply.status;
                 let headers = response.headers_mut();
                 headers.insert("content-type", HeaderValue::from_static("application/json"));
