@@ -10,6 +10,8 @@
 //! Upstream failures are answered by the gateway itself with the JSON error
 //! body: 502 when a downstream cannot be reached (the message says why:
 //! connection refused, dns error), 504 when it does not answer in time.
+//! A downstream's own JSON error is passed on as it came; a 5xx without one
+//! becomes 503 or 502 naming the downstream.
 //!
 //! "Untouched" has one limit: a downstream must see the path the gateway
 //! routed. A `.` or `..` segment is refused with a 400 and a backslash is
@@ -217,6 +219,21 @@ async fn proxy(to: &Downstream, req: Request) -> Response {
         }
     };
     let status = upstream.status();
+    // A 5xx that is not CloudMart's JSON error (a proxy in front of the
+    // hop, a URL naming the wrong port) would be rewritten by the shared
+    // error layer into a bare 500 `internal` that hides which hop failed.
+    let json = upstream
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.is_server_error() && !json {
+        let mut response = client::upstream_error(to.name(), upstream)
+            .await
+            .into_response();
+        response.headers_mut().insert("x-request-id", id);
+        return response;
+    }
     let mut out_headers = HeaderMap::with_capacity(upstream.headers().len() + 1);
     for (name, value) in upstream.headers().iter().filter(|(n, _)| forwardable(n)) {
         out_headers.append(name.clone(), value.clone());
@@ -226,12 +243,14 @@ async fn proxy(to: &Downstream, req: Request) -> Response {
         Err(e) => {
             let cause = client::describe_error(&e);
             tracing::error!(downstream = to.name(), error = %cause, "{} broke off its answer: {cause}", to.name());
-            return ApiError::new(
+            let mut response = ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "upstream_error",
                 format!("{} broke off its answer: {cause}", to.name()),
             )
             .into_response();
+            response.headers_mut().insert("x-request-id", id);
+            return response;
         }
     };
     let mut response = Response::new(Body::from(bytes));
