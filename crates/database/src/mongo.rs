@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cloudmart_config::{EnvReader, EnvVar};
-use cloudmart_model::{NOTIFICATION_PENDING, NewOrder, Order, OrderItem, now_rfc3339};
+use cloudmart_model::{NewOrder, NotificationState, Order, OrderItem, now_rfc3339};
 use cloudmart_retry::{Attempt, Backoff, Jitter, retry};
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
@@ -150,7 +150,8 @@ struct OrderDoc {
     customer: String,
     items: Vec<OrderItem>,
     status: String,
-    notification: String,
+    /// Serialised as its lowercase name, the string filters match on.
+    notification: NotificationState,
     idempotency_key: String,
     created_at: String,
 }
@@ -672,7 +673,7 @@ impl OrderStore for MongoStore {
     fn set_notification<'a>(
         &'a self,
         id: &'a str,
-        state: &'a str,
+        state: NotificationState,
     ) -> BoxFuture<'a, Result<Option<Order>, StoreError>> {
         Box::pin(async move {
             let s = &self.shared;
@@ -682,7 +683,7 @@ impl OrderStore for MongoStore {
                     s.orders
                         .find_one_and_update(
                             doc! { "_id": id },
-                            doc! { "$set": { "notification": state } },
+                            doc! { "$set": { "notification": state.as_str() } },
                         )
                         .return_document(ReturnDocument::After),
                 )
@@ -702,7 +703,7 @@ impl OrderStore for MongoStore {
             let docs = s
                 .run("find", async {
                     s.orders
-                        .find(doc! { "notification": NOTIFICATION_PENDING })
+                        .find(doc! { "notification": NotificationState::Pending.as_str() })
                         .sort(doc! { "created_at": 1, "_id": 1 })
                         .limit(take)
                         .await?
@@ -812,7 +813,7 @@ mod tests {
             panic!("the first insert must create, got {first:?}")
         };
         assert_eq!(created.status, "confirmed");
-        assert_eq!(created.notification, NOTIFICATION_PENDING);
+        assert_eq!(created.notification, NotificationState::Pending);
         assert_eq!(created.items[0].quantity, 2);
         assert_eq!(again, Inserted::Existing(created.clone()));
         assert_eq!(same_id, Inserted::Existing(created.clone()));
@@ -925,25 +926,47 @@ mod tests {
             store.insert_at(new, at).await.unwrap();
         }
 
-        let updated = store.set_notification("n0", "notified").await.unwrap();
-        let missing = store.set_notification("nope", "notified").await.unwrap();
+        let updated = store
+            .set_notification("n0", NotificationState::Notified)
+            .await
+            .unwrap();
+        let missing = store
+            .set_notification("nope", NotificationState::Notified)
+            .await
+            .unwrap();
         let pending = store.pending_notifications(10).await.unwrap();
         let one = store.pending_notifications(1).await.unwrap();
 
-        assert_eq!(updated.unwrap().notification, "notified");
+        assert_eq!(updated.unwrap().notification.as_str(), "notified");
         assert_eq!(missing, None);
         assert_eq!(ids(&pending), ["n1", "n2"]);
         assert_eq!(ids(&one), ["n1"]);
         assert!(store.pending_notifications(0).await.unwrap().is_empty());
         assert_eq!(
-            store.get("n0").await.unwrap().unwrap().notification,
+            store
+                .get("n0")
+                .await
+                .unwrap()
+                .unwrap()
+                .notification
+                .as_str(),
             "notified"
         );
+        // The document holds the state as the string it always held.
+        let raw = store
+            .shared
+            .orders
+            .clone_with_type::<Document>()
+            .find_one(doc! { "_id": "n0" })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(raw.get_str("notification"), Ok("notified"));
         let back = store
-            .set_notification("n0", NOTIFICATION_PENDING)
+            .set_notification("n0", NotificationState::Pending)
             .await
             .unwrap();
-        assert_eq!(back.unwrap().notification, NOTIFICATION_PENDING);
+        assert_eq!(back.unwrap().notification, NotificationState::Pending);
         assert_eq!(
             ids(&store.pending_notifications(10).await.unwrap()),
             ["n0", "n1", "n2"]

@@ -36,8 +36,8 @@ use cloudmart_http::health::{Health, HttpCheck};
 use cloudmart_http::metrics::MetricsBuilder;
 use cloudmart_http::server::{self, Server, ServerConfig};
 use cloudmart_model::{
-    GUEST, NOTIFICATION_PENDING, NOTIFICATION_PUBLISHED, NOTIFICATION_SENT, NewOrder, Order,
-    OrderItem, OrderPage, PageQuery, validate_items,
+    GUEST, NewOrder, NotificationState, NotificationUpdate, Order, OrderItem, OrderPage, PageQuery,
+    validate_items,
 };
 use cloudmart_retry::Backoff;
 use cloudmart_run::Workers;
@@ -218,7 +218,7 @@ async fn create(
     } else {
         tracing::info!(order_id = %order.id, customer = %order.customer, "order {} created", order.id);
     }
-    if order.notification == NOTIFICATION_PENDING {
+    if order.notification == NotificationState::Pending {
         let span = tracing::info_span!("notify", order_id = %order.id);
         tokio::spawn(notify(s.clone(), order.clone()).instrument(span));
     }
@@ -243,8 +243,10 @@ fn notify_body(order: &Order) -> serde_json::Value {
 }
 
 /// Sets the order's notification state in database-service.
-async fn mark(database: &Downstream, id: &str, state: &str) -> Result<(), ApiError> {
-    let body = serde_json::json!({"notification": state});
+async fn mark(database: &Downstream, id: &str, state: NotificationState) -> Result<(), ApiError> {
+    let body = NotificationUpdate {
+        notification: state,
+    };
     let path = format!(
         "/orders/{}/notification",
         cloudmart_model::encode_component(id)
@@ -268,7 +270,7 @@ async fn notify(s: AppState, order: Order) {
                 tracing::warn!(order_id = %order.id, error = %e.message, "notification for order {} not delivered; it stays pending: {}", order.id, e.message);
                 return;
             }
-            NOTIFICATION_SENT
+            NotificationState::Notified
         }
         Notifier::Amqp(publisher) => {
             let published = publisher
@@ -281,7 +283,7 @@ async fn notify(s: AppState, order: Order) {
                 return;
             }
             tracing::info!(order_id = %order.id, "order {} published to RabbitMQ", order.id);
-            NOTIFICATION_PUBLISHED
+            NotificationState::Published
         }
     };
     if let Err(e) = mark(&s.database, &order.id, state).await {

@@ -21,7 +21,7 @@
 use std::time::{Duration, Instant};
 
 use cloudmart_http::client::Downstream;
-use cloudmart_model::{NOTIFICATION_PUBLISHED, NOTIFICATION_SENT, Order};
+use cloudmart_model::{NotificationState, Order};
 use cloudmart_retry::{Backoff, Jitter};
 use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
@@ -154,7 +154,7 @@ impl Relay {
                 let (marked, mark_error) = in_chunks(published, |id| {
                     let database = self.database.clone();
                     async move {
-                        mark(&database, &id, NOTIFICATION_PUBLISHED)
+                        mark(&database, &id, NotificationState::Published)
                             .await
                             .map_err(|e| e.message)
                     }
@@ -174,7 +174,7 @@ impl Relay {
                             })
                             .await
                             .map_err(|e| e.message)?;
-                        mark(&database, &order.id, NOTIFICATION_SENT)
+                        mark(&database, &order.id, NotificationState::Notified)
                             .await
                             .map_err(|e| e.message)
                     }
