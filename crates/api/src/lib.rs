@@ -24,7 +24,8 @@ use cloudmart_http::health::{Check, Health, HttpCheck};
 use cloudmart_http::metrics::MetricsBuilder;
 use cloudmart_http::server::{self, Server, ServerConfig};
 use cloudmart_model::{
-    GUEST, MAX_QUANTITY, Order, OrderItem, OrderPage, PageQuery, ROLE_ADMIN, validate_items,
+    CreateOrder, GUEST, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, MAX_QUANTITY, Order, OrderItem,
+    OrderPage, PageQuery, ROLE_ADMIN, validate_items,
 };
 use cloudmart_retry::Backoff;
 use cloudmart_run::{App, Service, StartupError};
@@ -234,14 +235,17 @@ async fn create(
 ) -> Result<Response, ApiServiceError> {
     let items = lines(req)?;
     let who = identify(&s.auth, &headers).await?;
-    let key = headers.get("idempotency-key").cloned();
-    let body = serde_json::json!({"items": items, "customer": who.subject});
+    let key = headers.get(IDEMPOTENCY_KEY).cloned();
+    let body = CreateOrder {
+        items,
+        customer: Some(who.subject),
+    };
     let (status, order): (_, Order) = s
         .order
         .call(Method::POST, "/orders", false, |r| {
             let r = r.json(&body);
             match &key {
-                Some(k) => r.header("idempotency-key", k.clone()),
+                Some(k) => r.header(IDEMPOTENCY_KEY, k.clone()),
                 None => r,
             }
         })
@@ -251,7 +255,7 @@ async fn create(
     if status == StatusCode::OK {
         response
             .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
     Ok(response)
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use cloudmart_amqp::{AmqpConfig, LinkState, ReasonLabels};
 use cloudmart_http::chaos::ChaosConfig;
 use cloudmart_http::metrics::MetricsBuilder;
-use cloudmart_model::validate_items;
+use cloudmart_model::{OrderCreated, validate_items};
 use futures::TryStreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -39,7 +39,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::{Delivery as Outcome, NAME, NotifyRequest, Outbox};
+use crate::{Delivery as Outcome, NAME, Outbox};
 
 /// How often the queue depth gauges are refreshed.
 const DEPTH_INTERVAL: Duration = Duration::from_secs(2);
@@ -376,7 +376,7 @@ impl Consumer {
         if chaos.failure_rate > 0.0 && fastrand::f64() < chaos.failure_rate {
             return Err(Failure::Chaos);
         }
-        let req: NotifyRequest = serde_json::from_slice(&delivery.data)
+        let req: OrderCreated = serde_json::from_slice(&delivery.data)
             .map_err(|e| Failure::InvalidPayload(e.to_string()))?;
         tracing::Span::current().record("order_id", req.order_id.as_str());
         if req.order_id.trim().is_empty() {

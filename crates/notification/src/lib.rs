@@ -39,7 +39,7 @@ use cloudmart_http::error::{ApiError, Json};
 use cloudmart_http::health::Health;
 use cloudmart_http::metrics::MetricsBuilder;
 use cloudmart_http::server::{self, Server, ServerConfig};
-use cloudmart_model::{OrderItem, now_rfc3339};
+use cloudmart_model::{NotificationState, NotifyReceipt, OrderCreated, now_rfc3339};
 use cloudmart_run::Workers;
 use cloudmart_run::{App, Service, StartupError};
 use prometheus_client::metrics::counter::Counter;
@@ -129,18 +129,6 @@ impl Config {
     }
 }
 
-/// What order-service sends.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NotifyRequest {
-    /// The order.
-    pub order_id: String,
-    /// Who to tell.
-    pub customer: String,
-    /// What they ordered.
-    #[serde(default)]
-    pub items: Vec<OrderItem>,
-}
-
 /// One delivered notification.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Notification {
@@ -219,7 +207,7 @@ impl Outbox {
 
     /// Delivers a notification for `req` unless the order was already
     /// notified: by any process, when Redis remembers; by this one, always.
-    pub async fn deliver(&self, req: &NotifyRequest) -> Delivery {
+    pub async fn deliver(&self, req: &OrderCreated) -> Delivery {
         if let Some(durable) = &self.durable {
             match durable.claim(&req.order_id).await {
                 Ok(claim) => {
@@ -244,7 +232,7 @@ impl Outbox {
     }
 
     /// The in-memory half of [`Outbox::deliver`].
-    fn deliver_once_here(&self, req: &NotifyRequest) -> Delivery {
+    fn deliver_once_here(&self, req: &OrderCreated) -> Delivery {
         let mut inner = self
             .inner
             .lock()
@@ -296,7 +284,7 @@ impl Outbox {
 
 async fn notify(
     State(outbox): State<Arc<Outbox>>,
-    Json(req): Json<NotifyRequest>,
+    Json(req): Json<OrderCreated>,
 ) -> Result<impl IntoResponse, ApiError> {
     if req.order_id.trim().is_empty() {
         return Err(ApiError::validation("order_id must not be empty"));
@@ -310,12 +298,12 @@ async fn notify(
             tracing::info!(order_id = %req.order_id, "order {} was already notified; skipping", req.order_id)
         }
     }
-    let body = serde_json::json!({
-        "order_id": req.order_id,
-        "status": "notified",
-        "duplicate": delivery == Delivery::Duplicate,
-    });
-    Ok((StatusCode::ACCEPTED, Json(body)))
+    let receipt = NotifyReceipt {
+        order_id: req.order_id,
+        status: NotificationState::Notified,
+        duplicate: delivery == Delivery::Duplicate,
+    };
+    Ok((StatusCode::ACCEPTED, Json(receipt)))
 }
 
 async fn list(State(outbox): State<Arc<Outbox>>) -> Json<serde_json::Value> {
@@ -404,8 +392,8 @@ impl Service for Application {
 mod tests {
     use super::*;
 
-    fn req(id: &str) -> NotifyRequest {
-        NotifyRequest {
+    fn req(id: &str) -> OrderCreated {
+        OrderCreated {
             order_id: id.to_owned(),
             customer: "guest".to_owned(),
             items: vec![],

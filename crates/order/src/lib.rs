@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cloudmart_amqp::{AmqpConfig, RabbitCheck};
@@ -36,8 +36,8 @@ use cloudmart_http::health::{Health, HttpCheck};
 use cloudmart_http::metrics::MetricsBuilder;
 use cloudmart_http::server::{self, Server, ServerConfig};
 use cloudmart_model::{
-    GUEST, NewOrder, NotificationState, NotificationUpdate, Order, OrderItem, OrderPage, PageQuery,
-    validate_items,
+    CreateOrder, GUEST, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, NewOrder, NotificationState,
+    NotificationUpdate, NotifyReceipt, Order, OrderCreated, OrderPage, PageQuery, validate_items,
 };
 use cloudmart_retry::Backoff;
 use cloudmart_run::Workers;
@@ -45,7 +45,6 @@ use cloudmart_run::{App, Service, StartupError};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use reqwest::Method;
-use serde::Deserialize;
 use tracing::Instrument;
 
 use crate::publisher::Publisher;
@@ -157,14 +156,6 @@ struct AppState {
     notifier: Notifier,
 }
 
-/// The body of `POST /orders`.
-#[derive(Debug, Deserialize)]
-struct CreateOrder {
-    items: Vec<OrderItem>,
-    #[serde(default)]
-    customer: Option<String>,
-}
-
 /// Error enum of this service.
 #[derive(Debug)]
 enum OrderError {
@@ -197,7 +188,7 @@ async fn create(
     validate_items(&body.items).map_err(OrderError::Invalid)?;
     let id = uuid::Uuid::now_v7().to_string();
     let idempotency_key = headers
-        .get("idempotency-key")
+        .get(IDEMPOTENCY_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|k| !k.is_empty() && k.len() <= 200)
@@ -229,17 +220,11 @@ async fn create(
     };
     let mut response = (status, Json(order)).into_response();
     if replayed {
-        response.headers_mut().insert(
-            "idempotent-replayed",
-            "true".parse().expect("static header value"),
-        );
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
     Ok(response)
-}
-
-/// What notification-service receives, over HTTP or in a message.
-fn notify_body(order: &Order) -> serde_json::Value {
-    serde_json::json!({"order_id": order.id, "customer": order.customer, "items": order.items})
 }
 
 /// Sets the order's notification state in database-service.
@@ -262,9 +247,9 @@ async fn mark(database: &Downstream, id: &str, state: NotificationState) -> Resu
 async fn notify(s: AppState, order: Order) {
     let state = match &s.notifier {
         Notifier::Http(notification) => {
-            let body = notify_body(&order);
+            let body = OrderCreated::from(&order);
             let delivered = notification
-                .call::<serde_json::Value, _>(Method::POST, "/notify", true, |r| r.json(&body))
+                .call::<NotifyReceipt, _>(Method::POST, "/notify", true, |r| r.json(&body))
                 .await;
             if let Err(e) = delivered {
                 tracing::warn!(order_id = %order.id, error = %e.message, "notification for order {} not delivered; it stays pending: {}", order.id, e.message);

@@ -21,7 +21,7 @@
 use std::time::{Duration, Instant};
 
 use cloudmart_http::client::Downstream;
-use cloudmart_model::{NotificationState, Order};
+use cloudmart_model::{NotificationState, NotifyReceipt, Order, OrderCreated};
 use cloudmart_retry::{Backoff, Jitter};
 use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
@@ -30,7 +30,7 @@ use reqwest::Method;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::{NAME, Notifier, mark, notify_body};
+use crate::{NAME, Notifier, mark};
 
 /// How many database or notification calls the relay makes at once; well
 /// under database-service's default in-flight limit of 64.
@@ -167,9 +167,9 @@ impl Relay {
                     let notification = notification.clone();
                     let database = self.database.clone();
                     async move {
-                        let body = notify_body(&order);
+                        let body = OrderCreated::from(&order);
                         notification
-                            .call::<serde_json::Value, _>(Method::POST, "/notify", true, |r| {
+                            .call::<NotifyReceipt, _>(Method::POST, "/notify", true, |r| {
                                 r.json(&body)
                             })
                             .await
