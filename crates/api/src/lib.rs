@@ -114,50 +114,26 @@ fn one() -> i64 {
     1
 }
 
-/// Error enum of this service.
-#[derive(Debug)]
-enum ApiServiceError {
-    /// 422: the order is not acceptable.
-    Invalid(String),
-    /// A downstream failed or refused; carries its mapped error.
-    Downstream(ApiError),
-}
-
-impl From<ApiError> for ApiServiceError {
-    fn from(e: ApiError) -> Self {
-        Self::Downstream(e)
-    }
-}
-
-impl IntoResponse for ApiServiceError {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Invalid(m) => ApiError::validation(m).into_response(),
-            Self::Downstream(e) => e.into_response(),
-        }
-    }
-}
-
-fn quantity(q: i64, at: &str) -> Result<u32, ApiServiceError> {
+fn quantity(q: i64, at: &str) -> Result<u32, ApiError> {
     u32::try_from(q)
         .ok()
         .filter(|q| (1..=MAX_QUANTITY).contains(q))
         .ok_or_else(|| {
-            ApiServiceError::Invalid(format!(
+            ApiError::validation(format!(
                 "{at}quantity must be from 1 to {MAX_QUANTITY}, got {q}"
             ))
         })
 }
 
-fn lines(req: OrderRequest) -> Result<Vec<OrderItem>, ApiServiceError> {
+fn lines(req: OrderRequest) -> Result<Vec<OrderItem>, ApiError> {
     let items = match (req.item, req.items) {
         (Some(_), Some(_)) => {
-            return Err(ApiServiceError::Invalid(
+            return Err(ApiError::validation(
                 "send either item or items, not both".to_owned(),
             ));
         }
         (None, None) => {
-            return Err(ApiServiceError::Invalid(
+            return Err(ApiError::validation(
                 r#"missing field: send {"item":"laptop","quantity":1} or {"items":[...]}"#
                     .to_owned(),
             ));
@@ -168,7 +144,7 @@ fn lines(req: OrderRequest) -> Result<Vec<OrderItem>, ApiServiceError> {
         }],
         (None, Some(list)) => {
             if req.quantity.is_some() {
-                return Err(ApiServiceError::Invalid(
+                return Err(ApiError::validation(
                     "quantity belongs inside each of items".to_owned(),
                 ));
             }
@@ -180,10 +156,10 @@ fn lines(req: OrderRequest) -> Result<Vec<OrderItem>, ApiServiceError> {
                         quantity: quantity(l.quantity, &format!("items[{i}]."))?,
                     })
                 })
-                .collect::<Result<Vec<_>, ApiServiceError>>()?
+                .collect::<Result<Vec<_>, ApiError>>()?
         }
     };
-    validate_items(&items).map_err(ApiServiceError::Invalid)?;
+    validate_items(&items).map_err(ApiError::validation)?;
     Ok(items)
 }
 
@@ -212,7 +188,7 @@ impl Identity {
 
 /// Asks auth-service who sent `headers`: a guest without a token, a 401
 /// naming the problem for a bad one.
-async fn identify(auth: &Downstream, headers: &HeaderMap) -> Result<Identity, ApiServiceError> {
+async fn identify(auth: &Downstream, headers: &HeaderMap) -> Result<Identity, ApiError> {
     let authorization = headers.get(header::AUTHORIZATION).cloned();
     let (_, who) = auth
         .call(
@@ -232,7 +208,7 @@ async fn create(
     State(s): State<AppState>,
     headers: HeaderMap,
     Json(req): Json<OrderRequest>,
-) -> Result<Response, ApiServiceError> {
+) -> Result<Response, ApiError> {
     let items = lines(req)?;
     let who = identify(&s.auth, &headers).await?;
     let key = headers.get(IDEMPOTENCY_KEY).cloned();
@@ -264,8 +240,8 @@ async fn get_one(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Order>, ApiServiceError> {
-    let not_found = || ApiError::not_found(format!("no order with id {id}")).into();
+) -> Result<Json<Order>, ApiError> {
+    let not_found = || ApiError::not_found(format!("no order with id {id}"));
     let well_formed = !id.is_empty()
         && id.len() <= 100
         && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
@@ -286,7 +262,7 @@ async fn get_one(
         Ok(Some(order)) => order,
         Ok(None) => return Err(not_found()),
         Err(e) if e.status == StatusCode::NOT_FOUND => return Err(not_found()),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     if !who.may_read(&order) {
         tracing::info!(order_id = %order.id, caller = %who.subject, "order {} is not {}'s; answering 404", order.id, who.subject);
@@ -299,20 +275,19 @@ async fn list(
     State(s): State<AppState>,
     headers: HeaderMap,
     Query(mut q): Query<PageQuery>,
-) -> Result<Json<OrderPage>, ApiServiceError> {
+) -> Result<Json<OrderPage>, ApiError> {
     let who = identify(&s.auth, &headers).await?;
     if who.guest {
         return Err(ApiError::unauthorized(
             "listing orders needs a login: send Authorization: Bearer <token> from POST /api/auth/login (a guest reads an order by its id)",
-        )
-        .into());
+        ));
     }
     // A customer sees their own orders whatever they ask for; an admin
     // sees everyone's, or one customer's with ?customer=.
     if !who.is_admin() {
         q.customer = Some(who.subject);
     }
-    let path = q.forward("/orders").map_err(ApiServiceError::Invalid)?;
+    let path = q.forward("/orders").map_err(ApiError::validation)?;
     let (_, page) = s.order.call(Method::GET, &path, true, |r| r).await?;
     Ok(Json(page))
 }
@@ -379,10 +354,7 @@ mod tests {
 
     fn parse(json: &str) -> Result<Vec<OrderItem>, String> {
         let req: OrderRequest = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        lines(req).map_err(|e| match e {
-            ApiServiceError::Invalid(m) => m,
-            ApiServiceError::Downstream(e) => e.message,
-        })
+        lines(req).map_err(|e| e.message)
     }
 
     #[test]

@@ -156,36 +156,12 @@ struct AppState {
     notifier: Notifier,
 }
 
-/// Error enum of this service.
-#[derive(Debug)]
-enum OrderError {
-    /// 422: the order is not acceptable.
-    Invalid(String),
-    /// A downstream failed; carries the 4xx/502/503/504 it maps to.
-    Downstream(ApiError),
-}
-
-impl From<ApiError> for OrderError {
-    fn from(e: ApiError) -> Self {
-        Self::Downstream(e)
-    }
-}
-
-impl IntoResponse for OrderError {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Invalid(m) => ApiError::validation(m).into_response(),
-            Self::Downstream(e) => e.into_response(),
-        }
-    }
-}
-
 async fn create(
     State(s): State<AppState>,
     headers: HeaderMap,
     Json(body): Json<CreateOrder>,
-) -> Result<Response, OrderError> {
-    validate_items(&body.items).map_err(OrderError::Invalid)?;
+) -> Result<Response, ApiError> {
+    validate_items(&body.items).map_err(ApiError::validation)?;
     let id = uuid::Uuid::now_v7().to_string();
     let idempotency_key = headers
         .get(IDEMPOTENCY_KEY)
@@ -279,7 +255,7 @@ async fn notify(s: AppState, order: Order) {
 async fn get_one(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Order>, OrderError> {
+) -> Result<Json<Order>, ApiError> {
     let path = format!("/orders/{}", cloudmart_model::encode_component(&id));
     let (_, order) = s.database.call(Method::GET, &path, true, |r| r).await?;
     Ok(Json(order))
@@ -288,8 +264,8 @@ async fn get_one(
 async fn list(
     State(s): State<AppState>,
     Query(q): Query<PageQuery>,
-) -> Result<Json<OrderPage>, OrderError> {
-    let path = q.forward("/orders").map_err(OrderError::Invalid)?;
+) -> Result<Json<OrderPage>, ApiError> {
+    let path = q.forward("/orders").map_err(ApiError::validation)?;
     let (_, page) = s.database.call(Method::GET, &path, true, |r| r).await?;
     Ok(Json(page))
 }
