@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cloudmart_config::{ConfigError, Env, EnvReader, EnvVar, port_var};
-use cloudmart_http::client::{self, ClientConfig, Downstream};
+use cloudmart_http::client::{self, ClientConfig, Downstream, Retry};
 use cloudmart_http::error::{ApiError, Json, Query};
 use cloudmart_http::health::{Check, Health, HttpCheck};
 use cloudmart_http::metrics::MetricsBuilder;
@@ -194,7 +194,7 @@ async fn identify(auth: &Downstream, headers: &HeaderMap) -> Result<Identity, Ap
         .call(
             Method::POST,
             "/auth/validate",
-            true,
+            Retry::Safe,
             |r| match &authorization {
                 Some(v) => r.header(header::AUTHORIZATION, v.clone()),
                 None => r,
@@ -216,9 +216,11 @@ async fn create(
         items,
         customer: Some(who.subject),
     };
+    // Not repeated once sent: without the client's key, order-service makes
+    // up a new one per request, so a retry here could store a second order.
     let (status, order): (_, Order) = s
         .order
-        .call(Method::POST, "/orders", false, |r| {
+        .call(Method::POST, "/orders", Retry::Never, |r| {
             let r = r.json(&body);
             match &key {
                 Some(k) => r.header(IDEMPOTENCY_KEY, k.clone()),
@@ -251,7 +253,7 @@ async fn get_one(
             return Ok(None);
         }
         s.order
-            .call::<Order, _>(Method::GET, &format!("/orders/{id}"), true, |r| r)
+            .call::<Order, _>(Method::GET, &format!("/orders/{id}"), Retry::Safe, |r| r)
             .await
             .map(|(_, order)| Some(order))
     };
@@ -288,7 +290,7 @@ async fn list(
         q.customer = Some(who.subject);
     }
     let path = q.forward("/orders").map_err(ApiError::validation)?;
-    let (_, page) = s.order.call(Method::GET, &path, true, |r| r).await?;
+    let (_, page) = s.order.call(Method::GET, &path, Retry::Safe, |r| r).await?;
     Ok(Json(page))
 }
 

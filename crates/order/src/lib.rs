@@ -30,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cloudmart_amqp::{AmqpConfig, RabbitCheck};
 use cloudmart_config::{ConfigError, Env, EnvReader, EnvVar, port_var};
-use cloudmart_http::client::{self, ClientConfig, Downstream};
+use cloudmart_http::client::{self, ClientConfig, Downstream, Retry};
 use cloudmart_http::error::{ApiError, Json, Query};
 use cloudmart_http::health::{Health, HttpCheck};
 use cloudmart_http::metrics::MetricsBuilder;
@@ -175,9 +175,11 @@ async fn create(
         items: body.items,
         idempotency_key,
     };
+    // Safe to repeat: database-service keeps one order per idempotency key,
+    // so a retry after a lost answer gets the first order back.
     let (status, order): (_, Order) = s
         .database
-        .call(Method::POST, "/orders", true, |r| r.json(&new))
+        .call(Method::POST, "/orders", Retry::Keyed, |r| r.json(&new))
         .await?;
     let replayed = status == StatusCode::OK;
     if replayed {
@@ -213,7 +215,7 @@ async fn mark(database: &Downstream, id: &str, state: NotificationState) -> Resu
         cloudmart_model::encode_component(id)
     );
     database
-        .call::<Order, _>(Method::PATCH, &path, true, |r| r.json(&body))
+        .call::<Order, _>(Method::PATCH, &path, Retry::Overwrite, |r| r.json(&body))
         .await
         .map(|_| ())
 }
@@ -225,7 +227,7 @@ async fn notify(s: AppState, order: Order) {
         Notifier::Http(notification) => {
             let body = OrderCreated::from(&order);
             let delivered = notification
-                .call::<NotifyReceipt, _>(Method::POST, "/notify", true, |r| r.json(&body))
+                .call::<NotifyReceipt, _>(Method::POST, "/notify", Retry::Keyed, |r| r.json(&body))
                 .await;
             if let Err(e) = delivered {
                 tracing::warn!(order_id = %order.id, error = %e.message, "notification for order {} not delivered; it stays pending: {}", order.id, e.message);
@@ -257,7 +259,10 @@ async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Json<Order>, ApiError> {
     let path = format!("/orders/{}", cloudmart_model::encode_component(&id));
-    let (_, order) = s.database.call(Method::GET, &path, true, |r| r).await?;
+    let (_, order) = s
+        .database
+        .call(Method::GET, &path, Retry::Safe, |r| r)
+        .await?;
     Ok(Json(order))
 }
 
@@ -266,7 +271,10 @@ async fn list(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<OrderPage>, ApiError> {
     let path = q.forward("/orders").map_err(ApiError::validation)?;
-    let (_, page) = s.database.call(Method::GET, &path, true, |r| r).await?;
+    let (_, page) = s
+        .database
+        .call(Method::GET, &path, Retry::Safe, |r| r)
+        .await?;
     Ok(Json(page))
 }
 

@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use cloudmart_http::client::Downstream;
+use cloudmart_http::client::{Downstream, Retry};
 use cloudmart_model::{NotificationState, NotifyReceipt, Order, OrderCreated};
 use cloudmart_retry::{Backoff, Jitter};
 use futures::StreamExt;
@@ -102,7 +102,11 @@ impl Relay {
     /// due could be announced (the caller backs off).
     async fn pass(&self) -> Result<Pass, ()> {
         let path = format!("/notifications/pending?limit={}", self.batch);
-        let pending: Vec<Order> = match self.database.call(Method::GET, &path, true, |r| r).await {
+        let pending: Vec<Order> = match self
+            .database
+            .call(Method::GET, &path, Retry::Safe, |r| r)
+            .await
+        {
             Ok((_, pending)) => pending,
             Err(e) => {
                 tracing::warn!(error = %e.message, "relay: cannot list pending notifications: {}", e.message);
@@ -169,7 +173,7 @@ impl Relay {
                     async move {
                         let body = OrderCreated::from(&order);
                         notification
-                            .call::<NotifyReceipt, _>(Method::POST, "/notify", true, |r| {
+                            .call::<NotifyReceipt, _>(Method::POST, "/notify", Retry::Keyed, |r| {
                                 r.json(&body)
                             })
                             .await
