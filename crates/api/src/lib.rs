@@ -24,8 +24,8 @@ use cloudmart_http::health::{Check, Health, HttpCheck};
 use cloudmart_http::metrics::MetricsBuilder;
 use cloudmart_http::server::{self, Server, ServerConfig};
 use cloudmart_model::{
-    CreateOrder, GUEST, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, MAX_QUANTITY, Order, OrderItem,
-    OrderPage, PageQuery, ROLE_ADMIN, validate_items,
+    CreateOrder, GUEST, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, Identity, MAX_QUANTITY, Order,
+    OrderItem, OrderPage, PageQuery, validate_items,
 };
 use cloudmart_retry::Backoff;
 use cloudmart_run::{App, Service, StartupError};
@@ -163,27 +163,10 @@ fn lines(req: OrderRequest) -> Result<Vec<OrderItem>, ApiError> {
     Ok(items)
 }
 
-/// Who is calling, as auth-service's `/auth/validate` answers.
-#[derive(Debug, Deserialize)]
-struct Identity {
-    subject: String,
-    #[serde(default)]
-    guest: bool,
-    #[serde(default)]
-    role: String,
-}
-
-impl Identity {
-    fn is_admin(&self) -> bool {
-        !self.guest && self.role == ROLE_ADMIN
-    }
-
-    /// Whether this caller may read `order`.
-    fn may_read(&self, order: &Order) -> bool {
-        order.customer == GUEST
-            || self.is_admin()
-            || (!self.guest && order.customer == self.subject)
-    }
+/// Whether `who` may read `order`: its owner, an admin, or anyone for a
+/// guest's order (its id is the guest's receipt).
+fn may_read(who: &Identity, order: &Order) -> bool {
+    order.customer == GUEST || who.is_admin() || (!who.guest && order.customer == who.subject)
 }
 
 /// Asks auth-service who sent `headers`: a guest without a token, a 401
@@ -266,7 +249,7 @@ async fn get_one(
         Err(e) if e.status == StatusCode::NOT_FOUND => return Err(not_found()),
         Err(e) => return Err(e),
     };
-    if !who.may_read(&order) {
+    if !may_read(&who, &order) {
         tracing::info!(order_id = %order.id, caller = %who.subject, "order {} is not {}'s; answering 404", order.id, who.subject);
         return Err(not_found());
     }

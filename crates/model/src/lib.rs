@@ -131,6 +131,43 @@ pub const ROLE_ADMIN: &str = "admin";
 /// The role of every other account.
 pub const ROLE_CUSTOMER: &str = "customer";
 
+/// auth-service's 200 answer to `POST /auth/validate`: who sent a request.
+/// An invalid token gets a 401 instead, so `valid` is always true here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The token checked out, or there was none (a guest).
+    pub valid: bool,
+    /// No token was sent; `subject` and `role` are both [`GUEST`].
+    #[serde(default)]
+    pub guest: bool,
+    /// The user name, or [`GUEST`].
+    pub subject: String,
+    /// [`ROLE_ADMIN`], [`ROLE_CUSTOMER`] or, for a guest, [`GUEST`].
+    #[serde(default)]
+    pub role: String,
+    /// When the token expires, in seconds since the epoch; absent for a guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+impl Identity {
+    /// A caller without a token.
+    pub fn guest() -> Self {
+        Self {
+            valid: true,
+            guest: true,
+            subject: GUEST.to_owned(),
+            role: GUEST.to_owned(),
+            expires_at: None,
+        }
+    }
+
+    /// Whether this caller may read every customer's orders.
+    pub fn is_admin(&self) -> bool {
+        !self.guest && self.role == ROLE_ADMIN
+    }
+}
+
 /// An order to store; the id and idempotency key come from the caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewOrder {
@@ -380,6 +417,21 @@ mod tests {
         assert_eq!(order.notification, NotificationState::Pending);
         let stored = serde_json::to_value(&order).unwrap();
         assert_eq!(stored["notification"], "pending");
+    }
+
+    #[test]
+    fn a_guest_is_never_an_admin_and_has_no_expiry_on_the_wire() {
+        let guest = Identity::guest();
+        assert!(!guest.is_admin());
+        assert_eq!(
+            serde_json::to_value(&guest).unwrap(),
+            serde_json::json!({"valid": true, "guest": true, "subject": "guest", "role": "guest"})
+        );
+        let admin: Identity = serde_json::from_str(
+            r#"{"valid":true,"guest":false,"subject":"root","role":"admin","expires_at":1}"#,
+        )
+        .unwrap();
+        assert!(admin.is_admin());
     }
 
     #[test]
