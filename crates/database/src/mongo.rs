@@ -8,7 +8,7 @@
 //! they exist first, because the unique `idempotency_key` index is what makes
 //! insert idempotent under concurrency.
 //!
-//! Every driver error goes through one function, `classify` (in [`errors`]):
+//! Every driver error goes through one function, `classify` (in `errors.rs`):
 //! "cannot reach MongoDB" becomes [`StoreError::Unavailable`] (503 with
 //! `Retry-After`), the rest [`StoreError::Internal`].
 //!
