@@ -18,13 +18,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cloudmart_config::{ConfigError, Env, EnvReader, EnvVar, port_var};
-use cloudmart_http::client::{self, ClientConfig, Downstream};
+use cloudmart_http::client::{self, ClientConfig, Downstream, Retry};
 use cloudmart_http::error::{ApiError, Json, Query};
 use cloudmart_http::health::{Check, Health, HttpCheck};
 use cloudmart_http::metrics::MetricsBuilder;
 use cloudmart_http::server::{self, Server, ServerConfig};
 use cloudmart_model::{
-    GUEST, MAX_QUANTITY, Order, OrderItem, OrderPage, PageQuery, ROLE_ADMIN, validate_items,
+    CreateOrder, GUEST, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, Identity, MAX_QUANTITY, Order,
+    OrderItem, OrderPage, PageQuery, validate_items,
 };
 use cloudmart_retry::Backoff;
 use cloudmart_run::{App, Service, StartupError};
@@ -113,50 +114,26 @@ fn one() -> i64 {
     1
 }
 
-/// Error enum of this service.
-#[derive(Debug)]
-enum ApiServiceError {
-    /// 422: the order is not acceptable.
-    Invalid(String),
-    /// A downstream failed or refused; carries its mapped error.
-    Downstream(ApiError),
-}
-
-impl From<ApiError> for ApiServiceError {
-    fn from(e: ApiError) -> Self {
-        Self::Downstream(e)
-    }
-}
-
-impl IntoResponse for ApiServiceError {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Invalid(m) => ApiError::validation(m).into_response(),
-            Self::Downstream(e) => e.into_response(),
-        }
-    }
-}
-
-fn quantity(q: i64, at: &str) -> Result<u32, ApiServiceError> {
+fn quantity(q: i64, at: &str) -> Result<u32, ApiError> {
     u32::try_from(q)
         .ok()
         .filter(|q| (1..=MAX_QUANTITY).contains(q))
         .ok_or_else(|| {
-            ApiServiceError::Invalid(format!(
+            ApiError::validation(format!(
                 "{at}quantity must be from 1 to {MAX_QUANTITY}, got {q}"
             ))
         })
 }
 
-fn lines(req: OrderRequest) -> Result<Vec<OrderItem>, ApiServiceError> {
+fn lines(req: OrderRequest) -> Result<Vec<OrderItem>, ApiError> {
     let items = match (req.item, req.items) {
         (Some(_), Some(_)) => {
-            return Err(ApiServiceError::Invalid(
+            return Err(ApiError::validation(
                 "send either item or items, not both".to_owned(),
             ));
         }
         (None, None) => {
-            return Err(ApiServiceError::Invalid(
+            return Err(ApiError::validation(
                 r#"missing field: send {"item":"laptop","quantity":1} or {"items":[...]}"#
                     .to_owned(),
             ));
@@ -167,7 +144,7 @@ fn lines(req: OrderRequest) -> Result<Vec<OrderItem>, ApiServiceError> {
         }],
         (None, Some(list)) => {
             if req.quantity.is_some() {
-                return Err(ApiServiceError::Invalid(
+                return Err(ApiError::validation(
                     "quantity belongs inside each of items".to_owned(),
                 ));
             }
@@ -179,45 +156,28 @@ fn lines(req: OrderRequest) -> Result<Vec<OrderItem>, ApiServiceError> {
                         quantity: quantity(l.quantity, &format!("items[{i}]."))?,
                     })
                 })
-                .collect::<Result<Vec<_>, ApiServiceError>>()?
+                .collect::<Result<Vec<_>, ApiError>>()?
         }
     };
-    validate_items(&items).map_err(ApiServiceError::Invalid)?;
+    validate_items(&items).map_err(ApiError::validation)?;
     Ok(items)
 }
 
-/// Who is calling, as auth-service's `/auth/validate` answers.
-#[derive(Debug, Deserialize)]
-struct Identity {
-    subject: String,
-    #[serde(default)]
-    guest: bool,
-    #[serde(default)]
-    role: String,
-}
-
-impl Identity {
-    fn is_admin(&self) -> bool {
-        !self.guest && self.role == ROLE_ADMIN
-    }
-
-    /// Whether this caller may read `order`.
-    fn may_read(&self, order: &Order) -> bool {
-        order.customer == GUEST
-            || self.is_admin()
-            || (!self.guest && order.customer == self.subject)
-    }
+/// Whether `who` may read `order`: its owner, an admin, or anyone for a
+/// guest's order (its id is the guest's receipt).
+fn may_read(who: &Identity, order: &Order) -> bool {
+    order.customer == GUEST || who.is_admin() || (!who.guest && order.customer == who.subject)
 }
 
 /// Asks auth-service who sent `headers`: a guest without a token, a 401
 /// naming the problem for a bad one.
-async fn identify(auth: &Downstream, headers: &HeaderMap) -> Result<Identity, ApiServiceError> {
+async fn identify(auth: &Downstream, headers: &HeaderMap) -> Result<Identity, ApiError> {
     let authorization = headers.get(header::AUTHORIZATION).cloned();
     let (_, who) = auth
         .call(
             Method::POST,
             "/auth/validate",
-            true,
+            Retry::Safe,
             |r| match &authorization {
                 Some(v) => r.header(header::AUTHORIZATION, v.clone()),
                 None => r,
@@ -231,17 +191,22 @@ async fn create(
     State(s): State<AppState>,
     headers: HeaderMap,
     Json(req): Json<OrderRequest>,
-) -> Result<Response, ApiServiceError> {
+) -> Result<Response, ApiError> {
     let items = lines(req)?;
     let who = identify(&s.auth, &headers).await?;
-    let key = headers.get("idempotency-key").cloned();
-    let body = serde_json::json!({"items": items, "customer": who.subject});
+    let key = headers.get(IDEMPOTENCY_KEY).cloned();
+    let body = CreateOrder {
+        items,
+        customer: Some(who.subject),
+    };
+    // Not repeated once sent: without the client's key, order-service makes
+    // up a new one per request, so a retry here could store a second order.
     let (status, order): (_, Order) = s
         .order
-        .call(Method::POST, "/orders", false, |r| {
+        .call(Method::POST, "/orders", Retry::Never, |r| {
             let r = r.json(&body);
             match &key {
-                Some(k) => r.header("idempotency-key", k.clone()),
+                Some(k) => r.header(IDEMPOTENCY_KEY, k.clone()),
                 None => r,
             }
         })
@@ -251,7 +216,7 @@ async fn create(
     if status == StatusCode::OK {
         response
             .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
     Ok(response)
 }
@@ -260,8 +225,8 @@ async fn get_one(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Order>, ApiServiceError> {
-    let not_found = || ApiError::not_found(format!("no order with id {id}")).into();
+) -> Result<Json<Order>, ApiError> {
+    let not_found = || ApiError::not_found(format!("no order with id {id}"));
     let well_formed = !id.is_empty()
         && id.len() <= 100
         && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
@@ -271,7 +236,7 @@ async fn get_one(
             return Ok(None);
         }
         s.order
-            .call::<Order, _>(Method::GET, &format!("/orders/{id}"), true, |r| r)
+            .call::<Order, _>(Method::GET, &format!("/orders/{id}"), Retry::Safe, |r| r)
             .await
             .map(|(_, order)| Some(order))
     };
@@ -282,9 +247,9 @@ async fn get_one(
         Ok(Some(order)) => order,
         Ok(None) => return Err(not_found()),
         Err(e) if e.status == StatusCode::NOT_FOUND => return Err(not_found()),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
-    if !who.may_read(&order) {
+    if !may_read(&who, &order) {
         tracing::info!(order_id = %order.id, caller = %who.subject, "order {} is not {}'s; answering 404", order.id, who.subject);
         return Err(not_found());
     }
@@ -295,21 +260,20 @@ async fn list(
     State(s): State<AppState>,
     headers: HeaderMap,
     Query(mut q): Query<PageQuery>,
-) -> Result<Json<OrderPage>, ApiServiceError> {
+) -> Result<Json<OrderPage>, ApiError> {
     let who = identify(&s.auth, &headers).await?;
     if who.guest {
         return Err(ApiError::unauthorized(
             "listing orders needs a login: send Authorization: Bearer <token> from POST /api/auth/login (a guest reads an order by its id)",
-        )
-        .into());
+        ));
     }
     // A customer sees their own orders whatever they ask for; an admin
     // sees everyone's, or one customer's with ?customer=.
     if !who.is_admin() {
         q.customer = Some(who.subject);
     }
-    let path = q.forward("/orders").map_err(ApiServiceError::Invalid)?;
-    let (_, page) = s.order.call(Method::GET, &path, true, |r| r).await?;
+    let path = q.forward("/orders").map_err(ApiError::validation)?;
+    let (_, page) = s.order.call(Method::GET, &path, Retry::Safe, |r| r).await?;
     Ok(Json(page))
 }
 
@@ -375,10 +339,7 @@ mod tests {
 
     fn parse(json: &str) -> Result<Vec<OrderItem>, String> {
         let req: OrderRequest = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        lines(req).map_err(|e| match e {
-            ApiServiceError::Invalid(m) => m,
-            ApiServiceError::Downstream(e) => e.message,
-        })
+        lines(req).map_err(|e| e.message)
     }
 
     #[test]

@@ -8,9 +8,9 @@
 //! they exist first, because the unique `idempotency_key` index is what makes
 //! insert idempotent under concurrency.
 //!
-//! Every driver error goes through one function, `classify`: "cannot reach MongoDB"
-//! becomes [`StoreError::Unavailable`] (503 with `Retry-After`), the rest
-//! [`StoreError::Internal`].
+//! Every driver error goes through one function, `classify` (in `errors.rs`):
+//! "cannot reach MongoDB" becomes [`StoreError::Unavailable`] (503 with
+//! `Retry-After`), the rest [`StoreError::Internal`].
 //!
 //! The documents only use what behaves the same on real MongoDB and on the
 //! nx-27017 stand-in the tests run against (`scripts/mongo-test-server.sh`):
@@ -24,12 +24,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cloudmart_config::{EnvReader, EnvVar};
-use cloudmart_model::{NOTIFICATION_PENDING, NewOrder, Order, OrderItem, now_rfc3339};
+use cloudmart_model::{NewOrder, NotificationState, Order, OrderItem, now_rfc3339};
 use cloudmart_retry::{Attempt, Backoff, Jitter, retry};
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use mongodb::bson::{Document, doc};
-use mongodb::error::{Error as DriverError, ErrorKind, WriteFailure};
 use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument, ServerAddress};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
@@ -39,6 +38,10 @@ use tracing::Instrument;
 
 use crate::breaker::{Admit, Breaker};
 use crate::store::{Inserted, OrderStore, StoreError};
+
+mod errors;
+
+use errors::{classify, is_duplicate_key, record_error};
 
 /// `MONGODB_URI`.
 pub const MONGODB_URI: EnvVar = EnvVar::optional(
@@ -81,11 +84,6 @@ pub const ENV: &[EnvVar] = &[
 const COLLECTION: &str = "orders";
 /// Commands that act on the whole database, not on [`COLLECTION`].
 const DATABASE_COMMANDS: [&str; 2] = ["ping", "dropDatabase"];
-/// Server error code of a unique-index violation (E11000).
-const DUPLICATE_KEY: i32 = 11000;
-/// Server error codes that mean "this node cannot serve now" (shutting down,
-/// stepping down, recovering): retrying later helps, so they are 503s.
-const NOT_SERVING_CODES: [i32; 8] = [91, 189, 10058, 10107, 11600, 11602, 13435, 13436];
 /// Extra time an operation gets on top of server selection and connecting.
 const OPERATION_GRACE: Duration = Duration::from_secs(5);
 /// Unreachable failures in a row that make the store fail fast; three, so
@@ -150,7 +148,8 @@ struct OrderDoc {
     customer: String,
     items: Vec<OrderItem>,
     status: String,
-    notification: String,
+    /// Serialised as its lowercase name, the string filters match on.
+    notification: NotificationState,
     idempotency_key: String,
     created_at: String,
 }
@@ -498,106 +497,6 @@ async fn timed<T>(
         .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
 }
 
-/// Records a failed operation on its span: the server's error code when
-/// there is one, and, when `failed`, the error status and a short
-/// `error.type` (`timeout`, `connection`, `server_selection`, the code).
-fn record_error(span: &tracing::Span, e: &DriverError, failed: bool) {
-    let code = match e.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
-        ErrorKind::Command(c) => Some(c.code),
-        _ => None,
-    };
-    if let Some(code) = code {
-        span.record("db.response.status_code", code.to_string().as_str());
-    }
-    if !failed {
-        return;
-    }
-    let kind = match (e.kind.as_ref(), code) {
-        (_, Some(code)) => code.to_string(),
-        (ErrorKind::Io(io), _) if io.kind() == std::io::ErrorKind::TimedOut => "timeout".to_owned(),
-        (ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. }, _) => "connection".to_owned(),
-        (ErrorKind::ServerSelection { .. }, _) => "server_selection".to_owned(),
-        (ErrorKind::DnsResolve { .. }, _) => "dns".to_owned(),
-        _ => "_OTHER".to_owned(),
-    };
-    span.record("otel.status_code", "ERROR");
-    span.record("error.type", kind.as_str());
-}
-
-/// Whether `e` is a unique-index violation (E11000).
-fn is_duplicate_key(e: &DriverError) -> bool {
-    match e.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
-        ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
-        ErrorKind::InsertMany(m) => m
-            .write_errors
-            .iter()
-            .flatten()
-            .any(|w| w.code == DUPLICATE_KEY),
-        _ => false,
-    }
-}
-
-/// Maps a driver error to a [`StoreError`]: the one place that decides what
-/// "MongoDB cannot be reached" means. `what` names the failed operation.
-fn classify(what: &str, e: &DriverError) -> StoreError {
-    let unreachable =
-        |cause: &str| StoreError::Unavailable(format!("MongoDB is unreachable: {cause}"));
-    match e.kind.as_ref() {
-        ErrorKind::ServerSelection { message, .. } => unreachable(&format!(
-            "{} (no server answered in time)",
-            short_cause(message)
-        )),
-        ErrorKind::Io(io) => unreachable(io_cause(io.kind())),
-        ErrorKind::ConnectionPoolCleared { .. } => {
-            unreachable("connection pool cleared after a network error")
-        }
-        ErrorKind::DnsResolve { .. } => unreachable("cannot resolve the host name"),
-        ErrorKind::Command(c) if NOT_SERVING_CODES.contains(&c.code) => {
-            unreachable(&format!("the server is not serving ({})", c.code_name))
-        }
-        kind => StoreError::Internal(format!("MongoDB {what} failed: {kind}")),
-    }
-}
-
-/// A few words for an I/O error kind.
-fn io_cause(kind: std::io::ErrorKind) -> &'static str {
-    use std::io::ErrorKind as K;
-    match kind {
-        K::ConnectionRefused => "connection refused",
-        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
-            "connection lost"
-        }
-        K::TimedOut => "network timeout",
-        K::NotConnected | K::AddrNotAvailable => "not connected",
-        _ => "network error",
-    }
-}
-
-/// A few words for the cause inside a server-selection error, whose message
-/// describes the whole topology.
-fn short_cause(message: &str) -> &'static str {
-    let m = message.to_ascii_lowercase();
-    if m.contains("connection refused") {
-        "connection refused"
-    } else if m.contains("connection reset") || m.contains("broken pipe") {
-        "connection lost"
-    } else if m.contains("timed out") || m.contains("timedout") {
-        "connection timed out"
-    } else if m.contains("dns")
-        || m.contains("lookup")
-        || m.contains("name or service not known")
-        || m.contains("nodename nor servname")
-    {
-        "cannot resolve the host name"
-    } else if m.contains("authentication") {
-        "authentication failed"
-    } else {
-        "server selection timed out"
-    }
-}
-
 impl OrderStore for MongoStore {
     fn insert(&self, order: NewOrder) -> BoxFuture<'_, Result<Inserted, StoreError>> {
         Box::pin(self.insert_at(order, now_rfc3339()))
@@ -672,7 +571,7 @@ impl OrderStore for MongoStore {
     fn set_notification<'a>(
         &'a self,
         id: &'a str,
-        state: &'a str,
+        state: NotificationState,
     ) -> BoxFuture<'a, Result<Option<Order>, StoreError>> {
         Box::pin(async move {
             let s = &self.shared;
@@ -682,7 +581,7 @@ impl OrderStore for MongoStore {
                     s.orders
                         .find_one_and_update(
                             doc! { "_id": id },
-                            doc! { "$set": { "notification": state } },
+                            doc! { "$set": { "notification": state.as_str() } },
                         )
                         .return_document(ReturnDocument::After),
                 )
@@ -702,7 +601,7 @@ impl OrderStore for MongoStore {
             let docs = s
                 .run("find", async {
                     s.orders
-                        .find(doc! { "notification": NOTIFICATION_PENDING })
+                        .find(doc! { "notification": NotificationState::Pending.as_str() })
                         .sort(doc! { "created_at": 1, "_id": 1 })
                         .limit(take)
                         .await?
@@ -812,7 +711,7 @@ mod tests {
             panic!("the first insert must create, got {first:?}")
         };
         assert_eq!(created.status, "confirmed");
-        assert_eq!(created.notification, NOTIFICATION_PENDING);
+        assert_eq!(created.notification, NotificationState::Pending);
         assert_eq!(created.items[0].quantity, 2);
         assert_eq!(again, Inserted::Existing(created.clone()));
         assert_eq!(same_id, Inserted::Existing(created.clone()));
@@ -925,25 +824,47 @@ mod tests {
             store.insert_at(new, at).await.unwrap();
         }
 
-        let updated = store.set_notification("n0", "notified").await.unwrap();
-        let missing = store.set_notification("nope", "notified").await.unwrap();
+        let updated = store
+            .set_notification("n0", NotificationState::Notified)
+            .await
+            .unwrap();
+        let missing = store
+            .set_notification("nope", NotificationState::Notified)
+            .await
+            .unwrap();
         let pending = store.pending_notifications(10).await.unwrap();
         let one = store.pending_notifications(1).await.unwrap();
 
-        assert_eq!(updated.unwrap().notification, "notified");
+        assert_eq!(updated.unwrap().notification.as_str(), "notified");
         assert_eq!(missing, None);
         assert_eq!(ids(&pending), ["n1", "n2"]);
         assert_eq!(ids(&one), ["n1"]);
         assert!(store.pending_notifications(0).await.unwrap().is_empty());
         assert_eq!(
-            store.get("n0").await.unwrap().unwrap().notification,
+            store
+                .get("n0")
+                .await
+                .unwrap()
+                .unwrap()
+                .notification
+                .as_str(),
             "notified"
         );
+        // The document holds the state as the string it always held.
+        let raw = store
+            .shared
+            .orders
+            .clone_with_type::<Document>()
+            .find_one(doc! { "_id": "n0" })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(raw.get_str("notification"), Ok("notified"));
         let back = store
-            .set_notification("n0", NOTIFICATION_PENDING)
+            .set_notification("n0", NotificationState::Pending)
             .await
             .unwrap();
-        assert_eq!(back.unwrap().notification, NOTIFICATION_PENDING);
+        assert_eq!(back.unwrap().notification, NotificationState::Pending);
         assert_eq!(
             ids(&store.pending_notifications(10).await.unwrap()),
             ["n0", "n1", "n2"]
@@ -993,74 +914,6 @@ mod tests {
             }
         }
         assert!(store.index_task.is_some(), "index creation must be retried");
-    }
-
-    fn command_error(code: i32, name: &str) -> DriverError {
-        let e: mongodb::error::CommandError = mongodb::bson::from_document(doc! {
-            "code": code, "codeName": name, "errmsg": "test",
-        })
-        .unwrap();
-        ErrorKind::Command(e).into()
-    }
-
-    #[test]
-    fn network_errors_are_unavailable_and_the_rest_internal() {
-        let io = |k: std::io::ErrorKind| DriverError::from(std::io::Error::from(k));
-        let refused = classify("find", &io(std::io::ErrorKind::ConnectionRefused));
-        let reset = classify("find", &io(std::io::ErrorKind::ConnectionReset));
-        let timeout = classify("find", &io(std::io::ErrorKind::TimedOut));
-        let shutting_down = classify("find", &command_error(91, "ShutdownInProgress"));
-        let bad_query = classify("find", &command_error(2, "BadValue"));
-
-        assert_eq!(
-            refused,
-            StoreError::Unavailable("MongoDB is unreachable: connection refused".into())
-        );
-        assert_eq!(
-            reset,
-            StoreError::Unavailable("MongoDB is unreachable: connection lost".into())
-        );
-        assert_eq!(
-            timeout,
-            StoreError::Unavailable("MongoDB is unreachable: network timeout".into())
-        );
-        assert!(
-            matches!(&shutting_down, StoreError::Unavailable(m) if m.contains("ShutdownInProgress")),
-            "{shutting_down:?}"
-        );
-        assert!(
-            matches!(&bad_query, StoreError::Internal(m) if m.starts_with("MongoDB find failed")),
-            "{bad_query:?}"
-        );
-    }
-
-    #[test]
-    fn server_selection_messages_shrink_to_a_cause() {
-        let topology = "Server selection timeout: No available servers. Topology: { Type: \
-                        Unknown, Servers: [ { Address: 127.0.0.1:1, Type: Unknown, Error: \
-                        Kind: I/O error: Connection refused (os error 111), labels: {} } ] }";
-        assert_eq!(short_cause(topology), "connection refused");
-        assert_eq!(
-            short_cause("... I/O error: timed out ..."),
-            "connection timed out"
-        );
-        assert_eq!(
-            short_cause("failed to lookup address information: Name or service not known"),
-            "cannot resolve the host name"
-        );
-        assert_eq!(
-            short_cause("No available servers"),
-            "server selection timed out"
-        );
-    }
-
-    #[test]
-    fn duplicate_key_is_recognised_in_command_errors() {
-        assert!(is_duplicate_key(&command_error(11000, "DuplicateKey")));
-        assert!(!is_duplicate_key(&command_error(2, "BadValue")));
-        assert!(!is_duplicate_key(&DriverError::from(std::io::Error::from(
-            std::io::ErrorKind::ConnectionRefused
-        ))));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use cloudmart_model::{NOTIFICATION_PENDING, NewOrder, Order, OrderPage, now_rfc3339};
+use cloudmart_model::{NewOrder, NotificationState, Order, OrderPage, now_rfc3339};
 use futures::future::BoxFuture;
 
 /// Why a store operation failed.
@@ -75,7 +75,7 @@ pub trait OrderStore: Send + Sync {
     fn set_notification<'a>(
         &'a self,
         id: &'a str,
-        state: &'a str,
+        state: NotificationState,
     ) -> BoxFuture<'a, Result<Option<Order>, StoreError>>;
     /// Orders whose notification is still `pending`, oldest first.
     fn pending_notifications(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Order>, StoreError>>;
@@ -294,7 +294,7 @@ impl EmbeddedStore {
     fn set_notification_unsynced(
         &self,
         id: &str,
-        state: &str,
+        state: NotificationState,
     ) -> Result<Option<(Order, u64)>, StoreError> {
         self.check_writable()?;
         let mut inner = self.lock();
@@ -305,7 +305,7 @@ impl EmbeddedStore {
             let line = inner.written;
             return Ok(Some((order, line)));
         }
-        order.notification = state.to_owned();
+        order.notification = state;
         let line = inner.append(&order)?;
         inner.index(order.clone());
         Ok(Some((order, line)))
@@ -419,7 +419,7 @@ impl OrderStore for EmbeddedStore {
     fn set_notification<'a>(
         &'a self,
         id: &'a str,
-        state: &'a str,
+        state: NotificationState,
     ) -> BoxFuture<'a, Result<Option<Order>, StoreError>> {
         Box::pin(async move {
             let Some((order, line)) = self.set_notification_unsynced(id, state)? else {
@@ -437,7 +437,7 @@ impl OrderStore for EmbeddedStore {
                 .by_time
                 .iter()
                 .filter_map(|(_, id)| inner.by_id.get(id))
-                .filter(|o| o.notification == NOTIFICATION_PENDING)
+                .filter(|o| o.notification == NotificationState::Pending)
                 .take(limit)
                 .cloned()
                 .collect())
@@ -520,7 +520,10 @@ mod tests {
             let store = EmbeddedStore::open(dir, "db").unwrap();
             store.insert(new_order("a", "ka")).await.unwrap();
             store.insert(new_order("b", "kb")).await.unwrap();
-            store.set_notification("a", "notified").await.unwrap();
+            store
+                .set_notification("a", NotificationState::Notified)
+                .await
+                .unwrap();
         }
         let path = dir.join("db.jsonl");
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -528,10 +531,13 @@ mod tests {
         let store = EmbeddedStore::open(dir, "db").unwrap();
         assert_eq!(store.len(), 2);
         assert_eq!(
-            store.get("a").await.unwrap().unwrap().notification,
+            store.get("a").await.unwrap().unwrap().notification.as_str(),
             "notified"
         );
         assert_eq!(store.pending_notifications(10).await.unwrap().len(), 1);
+        // The file holds the state as the string it always held.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(r#""notification":"notified""#), "{text}");
 
         // The first line written after the torn one stands on its own.
         store.insert(new_order("d", "kd")).await.unwrap();

@@ -25,7 +25,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use cloudmart_config::{ConfigError, Env, EnvReader, EnvVar, port_var};
-use cloudmart_http::client::{self, ClientConfig, Downstream};
+use cloudmart_http::client::{self, ClientConfig, Downstream, Retry};
 use cloudmart_http::error::{ApiError, BODY_LIMIT_BYTES};
 use cloudmart_http::health::{Check, Health, HttpCheck};
 use cloudmart_http::metrics::MetricsBuilder;
@@ -205,7 +205,7 @@ async fn proxy(to: &Downstream, req: Request) -> Response {
     }
     // The gateway never retries: it cannot know whether a request is safe to repeat.
     let upstream = to
-        .send(parts.method.clone(), &path, false, |r| {
+        .send(parts.method.clone(), &path, Retry::Never, |r| {
             r.headers(headers.clone()).body(body.clone())
         })
         .await;

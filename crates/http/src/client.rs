@@ -178,6 +178,41 @@ fn classify(downstream: &'static str, e: &reqwest::Error) -> TransportError {
     }
 }
 
+/// Whether a call may be sent again once it may have reached the
+/// downstream: after a timeout, or a 429, 500, 502, 503 or 504. The caller
+/// names the reason, so whoever reads the call sees why repeating it is
+/// safe, or why not. A connect failure is retried whatever this says,
+/// because nothing reached the downstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// A read: a GET, or a POST that only asks (auth-service's
+    /// `/auth/validate`). Repeating it changes nothing.
+    Safe,
+    /// A write that sets a value rather than adding one, such as PATCHing
+    /// an order's notification state: done twice, it leaves what done once
+    /// leaves.
+    Overwrite,
+    /// A write carrying a key the downstream deduplicates on, so a repeat
+    /// finds the first result instead of making a second: order-service's
+    /// `POST /orders` carries the idempotency key that database-service's
+    /// unique index enforces, and `POST /notify` carries the order id that
+    /// notification-service delivers once per.
+    Keyed,
+    /// A write the downstream could apply twice, or one whose safety this
+    /// hop cannot know. api-service's `POST /orders` is one: order-service
+    /// makes up a fresh idempotency key when the client sent none, so a
+    /// repeat could store a second order. The gateway, which forwards any
+    /// request, is another; the services behind it retry what they can.
+    Never,
+}
+
+impl Retry {
+    /// Whether a request that may have reached the downstream is sent again.
+    pub const fn after_sending(self) -> bool {
+        !matches!(self, Self::Never)
+    }
+}
+
 /// How a call went after retries.
 #[derive(Debug)]
 enum Failure {
@@ -291,16 +326,15 @@ impl Downstream {
     /// Sends a request built by `build` for each attempt.
     ///
     /// Connect failures are always retried (nothing reached the server).
-    /// Timeouts, 429, 500, 502, 503 and 504 are retried only when
-    /// `idempotent` is true, that is for reads and for writes that carry an
-    /// idempotency key; a 503 naming a dependency as down never is. Any HTTP
-    /// response that is not retried, or the last one, is returned for the
-    /// caller to interpret.
+    /// Timeouts, 429, 500, 502, 503 and 504 are retried only when `retry`
+    /// allows it ([`Retry::after_sending`]); a 503 naming a dependency as
+    /// down never is. Any HTTP response that is not retried, or the last
+    /// one, is returned for the caller to interpret.
     pub async fn send<F>(
         &self,
         method: Method,
         path: &str,
-        idempotent: bool,
+        retry_when: Retry,
         build: F,
     ) -> Result<Response, TransportError>
     where
@@ -310,6 +344,7 @@ impl Downstream {
         let what = format!("{method} {} {path}", self.name);
         let template = path_template(path);
         let span_name = format!("{method} {template}");
+        let repeatable = retry_when.after_sending();
         let result = retry(&self.retry, &what, |attempt| {
             if attempt > 1 {
                 self.metrics.retried(self.name);
@@ -359,7 +394,7 @@ impl Downstream {
                             "call to {name} failed: {}",
                             t.cause
                         );
-                        if t.kind == "connect_error" || idempotent {
+                        if t.kind == "connect_error" || repeatable {
                             Attempt::Retryable {
                                 error: Failure::Transport(t),
                                 retry_after: None,
@@ -385,13 +420,13 @@ impl Downstream {
                         // outage and only hold our caller. A busy downstream
                         // (503 `overloaded`) is worth a retry after a wait.
                         let (response, dependency_down) =
-                            if retryable && idempotent && status == StatusCode::SERVICE_UNAVAILABLE
+                            if retryable && repeatable && status == StatusCode::SERVICE_UNAVAILABLE
                             {
                                 names_a_dependency_down(response).await
                             } else {
                                 (response, false)
                             };
-                        if retryable && idempotent && !dependency_down {
+                        if retryable && repeatable && !dependency_down {
                             let retry_after = response
                                 .headers()
                                 .get(reqwest::header::RETRY_AFTER)
@@ -504,19 +539,20 @@ impl Downstream {
     /// Transport failures become 502/504 naming this downstream (and are
     /// logged once at ERROR); error responses become ours through
     /// [`upstream_error`]. The status is returned with the body so callers
-    /// can tell a created resource from a replayed one.
+    /// can tell a created resource from a replayed one. `retry_when` says
+    /// why the call may be repeated, as for [`Downstream::send`].
     pub async fn call<T, F>(
         &self,
         method: Method,
         path: &str,
-        idempotent: bool,
+        retry_when: Retry,
         build: F,
     ) -> Result<(StatusCode, T), ApiError>
     where
         T: serde::de::DeserializeOwned,
         F: Fn(RequestBuilder) -> RequestBuilder,
     {
-        let response = match self.send(method.clone(), path, idempotent, build).await {
+        let response = match self.send(method.clone(), path, retry_when, build).await {
             Ok(r) => r,
             Err(t) => {
                 tracing::error!(downstream = self.name, error = %t.cause, "{method} {path} on {} failed: {}", self.name, t);
@@ -549,6 +585,60 @@ mod tests {
         );
         assert_eq!(path_template("/api/orders/a%20b"), "/api/orders/{id}");
         assert_eq!(path_template(""), "/");
+    }
+
+    #[test]
+    fn only_never_stops_a_retry_once_the_request_was_sent() {
+        assert!(Retry::Safe.after_sending());
+        assert!(Retry::Overwrite.after_sending());
+        assert!(Retry::Keyed.after_sending());
+        assert!(!Retry::Never.after_sending());
+    }
+
+    /// How many requests a downstream answering 500 to everything gets for
+    /// one call under a three-attempt policy.
+    async fn attempts_against_a_failing_downstream(retry_when: Retry) -> usize {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let downstream = Downstream::new(
+            "test-service",
+            url,
+            reqwest::Client::new(),
+            Backoff::immediate(3),
+            crate::metrics::MetricsBuilder::new().build().client(),
+        );
+
+        let response = downstream
+            .send(Method::POST, "/things", retry_when, |r| r)
+            .await
+            .unwrap();
+
+        server.abort();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        hits.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_500_is_retried_for_every_reason_but_never() {
+        assert_eq!(attempts_against_a_failing_downstream(Retry::Safe).await, 3);
+        assert_eq!(
+            attempts_against_a_failing_downstream(Retry::Overwrite).await,
+            3
+        );
+        assert_eq!(attempts_against_a_failing_downstream(Retry::Keyed).await, 3);
+        assert_eq!(attempts_against_a_failing_downstream(Retry::Never).await, 1);
     }
 
     #[test]

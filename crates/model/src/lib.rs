@@ -1,8 +1,11 @@
-//! The order as it travels between services, in JSON.
+//! Every message between CloudMart services, in JSON.
 //!
-//! Every service that handles orders speaks this shape, so it lives here
-//! once. State is modelled as strings (`"pending"`, `"notified"`) and every
-//! field is written at insert, which behaves the same on every store.
+//! The order, the notification announcing it (the same body over HTTP and
+//! RabbitMQ), the notification state and the headers the hops agree on live
+//! here once, so a sender and its receiver cannot drift apart. A state is an
+//! enum that serialises to the strings stores already hold (`"pending"`,
+//! `"notified"`), and every field is written at insert, which behaves the
+//! same on every store.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,13 +25,103 @@ pub struct OrderItem {
     pub quantity: u32,
 }
 
-/// The notification has not been delivered yet.
-pub const NOTIFICATION_PENDING: &str = "pending";
-/// RabbitMQ confirmed the notification message; notification-service will
-/// deliver it (AMQP mode).
-pub const NOTIFICATION_PUBLISHED: &str = "published";
-/// The notification was delivered.
-pub const NOTIFICATION_SENT: &str = "notified";
+/// Where an order's notification is. Stored and sent as the lowercase
+/// name, the same strings the stores held before this was an enum, so
+/// existing MongoDB documents and data files still read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotificationState {
+    /// Not announced yet; the relay announces it if the request path did not.
+    Pending,
+    /// RabbitMQ confirmed the `order.created` message; notification-service
+    /// will deliver it (AMQP mode).
+    Published,
+    /// notification-service accepted it over HTTP (HTTP mode).
+    Notified,
+}
+
+impl NotificationState {
+    /// Every state, in the order an order goes through them.
+    pub const ALL: [Self; 3] = [Self::Pending, Self::Published, Self::Notified];
+
+    /// The stored string, for store queries that filter on the state; the
+    /// same string serde writes (a unit test holds the two together).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Published => "published",
+            Self::Notified => "notified",
+        }
+    }
+}
+
+impl std::fmt::Display for NotificationState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The body of `PATCH /orders/{id}/notification` at database-service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationUpdate {
+    /// The state to record.
+    pub notification: NotificationState,
+}
+
+/// The announcement that an order was placed, which notification-service
+/// turns into a message to the customer. order-service sends the same body
+/// to `POST /notify` (HTTP mode) and as an `order.created` message (AMQP
+/// mode), and notification-service reads both with this type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCreated {
+    /// The order; notification-service delivers once per id.
+    pub order_id: String,
+    /// Who to tell.
+    pub customer: String,
+    /// What they ordered.
+    #[serde(default)]
+    pub items: Vec<OrderItem>,
+}
+
+impl From<&Order> for OrderCreated {
+    fn from(order: &Order) -> Self {
+        Self {
+            order_id: order.id.clone(),
+            customer: order.customer.clone(),
+            items: order.items.clone(),
+        }
+    }
+}
+
+/// notification-service's 202 answer to `POST /notify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyReceipt {
+    /// The order.
+    pub order_id: String,
+    /// Always [`NotificationState::Notified`]: accepted, now or before.
+    pub status: NotificationState,
+    /// The order had been notified already, so nothing was sent this time.
+    pub duplicate: bool,
+}
+
+/// The body of `POST /orders` at order-service, as api-service sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateOrder {
+    /// The lines, already checked by api-service and checked again.
+    pub items: Vec<OrderItem>,
+    /// Who places it: the subject of the caller's token; `guest` when absent.
+    #[serde(default)]
+    pub customer: Option<String>,
+}
+
+/// Request header carrying a client's idempotency key, passed from the
+/// gateway to order-service, which stores it with the order.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Response header set to `true` when a create answered with the order a
+/// previous request with the same idempotency key created. Every hop passes
+/// it on so the client sees it.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
 /// The customer of an order placed without a token, and the subject
 /// auth-service gives such a caller. No account may take this name.
@@ -37,6 +130,43 @@ pub const GUEST: &str = "guest";
 pub const ROLE_ADMIN: &str = "admin";
 /// The role of every other account.
 pub const ROLE_CUSTOMER: &str = "customer";
+
+/// auth-service's 200 answer to `POST /auth/validate`: who sent a request.
+/// An invalid token gets a 401 instead, so `valid` is always true here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The token checked out, or there was none (a guest).
+    pub valid: bool,
+    /// No token was sent; `subject` and `role` are both [`GUEST`].
+    #[serde(default)]
+    pub guest: bool,
+    /// The user name, or [`GUEST`].
+    pub subject: String,
+    /// [`ROLE_ADMIN`], [`ROLE_CUSTOMER`] or, for a guest, [`GUEST`].
+    #[serde(default)]
+    pub role: String,
+    /// When the token expires, in seconds since the epoch; absent for a guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+impl Identity {
+    /// A caller without a token.
+    pub fn guest() -> Self {
+        Self {
+            valid: true,
+            guest: true,
+            subject: GUEST.to_owned(),
+            role: GUEST.to_owned(),
+            expires_at: None,
+        }
+    }
+
+    /// Whether this caller may read every customer's orders.
+    pub fn is_admin(&self) -> bool {
+        !self.guest && self.role == ROLE_ADMIN
+    }
+}
 
 /// An order to store; the id and idempotency key come from the caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +190,7 @@ impl NewOrder {
             customer: self.customer,
             items: self.items,
             status: "confirmed".to_owned(),
-            notification: NOTIFICATION_PENDING.to_owned(),
+            notification: NotificationState::Pending,
             idempotency_key: self.idempotency_key,
             created_at,
         }
@@ -78,8 +208,8 @@ pub struct Order {
     pub items: Vec<OrderItem>,
     /// Always `confirmed` once stored.
     pub status: String,
-    /// `pending`, then `published` (AMQP mode) or `notified` (HTTP mode).
-    pub notification: String,
+    /// Pending, then published (AMQP mode) or notified (HTTP mode).
+    pub notification: NotificationState,
     /// The key it was created with.
     pub idempotency_key: String,
     /// RFC 3339 creation time, set by the store.
@@ -206,6 +336,103 @@ fn format_rfc3339(secs: u64, millis: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notification_states_serialise_to_the_stored_strings() {
+        let wire: Vec<String> = NotificationState::ALL
+            .iter()
+            .map(|s| serde_json::to_string(s).unwrap())
+            .collect();
+        assert_eq!(wire, [r#""pending""#, r#""published""#, r#""notified""#]);
+        for state in NotificationState::ALL {
+            assert_eq!(
+                serde_json::to_string(&state).unwrap(),
+                format!("\"{state}\"")
+            );
+            let back: NotificationState =
+                serde_json::from_str(&format!("\"{}\"", state.as_str())).unwrap();
+            assert_eq!(back, state);
+        }
+    }
+
+    #[test]
+    fn an_unknown_or_differently_cased_state_is_refused() {
+        for bad in [r#""sent""#, r#""Pending""#, r#""""#, "1"] {
+            assert!(
+                serde_json::from_str::<NotificationState>(bad).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_notification_update_body_is_one_field() {
+        let body = NotificationUpdate {
+            notification: NotificationState::Published,
+        };
+        assert_eq!(
+            serde_json::to_value(body).unwrap(),
+            serde_json::json!({"notification": "published"})
+        );
+    }
+
+    #[test]
+    fn an_order_created_message_round_trips_and_names_the_order() {
+        let order = NewOrder {
+            id: "0193-a".to_owned(),
+            customer: "alice".to_owned(),
+            items: vec![line("laptop", 2)],
+            idempotency_key: "k".to_owned(),
+        }
+        .into_order("2026-12-02T00:00:00.000Z".to_owned());
+        let message = OrderCreated::from(&order);
+        let wire = serde_json::to_value(&message).unwrap();
+        assert_eq!(
+            wire,
+            serde_json::json!({
+                "order_id": "0193-a",
+                "customer": "alice",
+                "items": [{"item": "laptop", "quantity": 2}],
+            })
+        );
+        assert_eq!(
+            serde_json::from_value::<OrderCreated>(wire).unwrap(),
+            message
+        );
+        // Senders before items were added still parse.
+        let bare: OrderCreated =
+            serde_json::from_str(r#"{"order_id":"o","customer":"guest"}"#).unwrap();
+        assert!(bare.items.is_empty());
+    }
+
+    #[test]
+    fn a_new_order_is_stored_with_its_notification_pending() {
+        let order = NewOrder {
+            id: "o".to_owned(),
+            customer: GUEST.to_owned(),
+            items: vec![line("laptop", 1)],
+            idempotency_key: "k".to_owned(),
+        }
+        .into_order(now_rfc3339());
+        assert_eq!(order.notification, NotificationState::Pending);
+        let stored = serde_json::to_value(&order).unwrap();
+        assert_eq!(stored["notification"], "pending");
+    }
+
+    #[test]
+    fn a_guest_is_never_an_admin_and_has_no_expiry_on_the_wire() {
+        let guest = Identity::guest();
+        assert!(!guest.is_admin());
+        assert_eq!(
+            serde_json::to_value(&guest).unwrap(),
+            serde_json::json!({"valid": true, "guest": true, "subject": "guest", "role": "guest"})
+        );
+        let admin: Identity = serde_json::from_str(
+            r#"{"valid":true,"guest":false,"subject":"root","role":"admin","expires_at":1}"#,
+        )
+        .unwrap();
+        assert!(admin.is_admin());
+    }
 
     #[test]
     fn encode_component_escapes_reserved_characters() {

@@ -7,7 +7,7 @@
 //! publisher's span (from `traceparent` in the headers), so one trace runs
 //! from the gateway to the notification.
 //!
-//! Processing is idempotent: [`Outbox::deliver`] notifies once per order
+//! Processing is idempotent: [`DeliveryLog::deliver`] notifies once per order
 //! id (across restarts when Redis is configured), so a redelivered message
 //! (after a lost ack, a crash, a relay re-publish) is acked without
 //! notifying twice. A message that fails (unreadable JSON, an
@@ -24,7 +24,7 @@ use std::time::Duration;
 use cloudmart_amqp::{AmqpConfig, LinkState, ReasonLabels};
 use cloudmart_http::chaos::ChaosConfig;
 use cloudmart_http::metrics::MetricsBuilder;
-use cloudmart_model::validate_items;
+use cloudmart_model::{OrderCreated, validate_items};
 use futures::TryStreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -39,7 +39,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::{Delivery as Outcome, NAME, NotifyRequest, Outbox};
+use crate::{Delivery as Outcome, DeliveryLog, NAME};
 
 /// How often the queue depth gauges are refreshed.
 const DEPTH_INTERVAL: Duration = Duration::from_secs(2);
@@ -106,7 +106,7 @@ impl std::fmt::Display for Failure {
 pub(crate) struct Consumer {
     config: AmqpConfig,
     settings: Settings,
-    outbox: Arc<Outbox>,
+    delivery_log: Arc<DeliveryLog>,
     link: LinkState,
     metrics: Metrics,
 }
@@ -122,7 +122,7 @@ impl Consumer {
     pub(crate) fn new(
         config: AmqpConfig,
         settings: Settings,
-        outbox: Arc<Outbox>,
+        delivery_log: Arc<DeliveryLog>,
         builder: &mut MetricsBuilder,
     ) -> Arc<Self> {
         let link = LinkState::new(&config, builder.registry());
@@ -168,7 +168,7 @@ impl Consumer {
         Arc::new(Self {
             config,
             settings,
-            outbox,
+            delivery_log,
             link,
             metrics,
         })
@@ -376,14 +376,14 @@ impl Consumer {
         if chaos.failure_rate > 0.0 && fastrand::f64() < chaos.failure_rate {
             return Err(Failure::Chaos);
         }
-        let req: NotifyRequest = serde_json::from_slice(&delivery.data)
+        let req: OrderCreated = serde_json::from_slice(&delivery.data)
             .map_err(|e| Failure::InvalidPayload(e.to_string()))?;
         tracing::Span::current().record("order_id", req.order_id.as_str());
         if req.order_id.trim().is_empty() {
             return Err(Failure::InvalidOrder("order_id is empty".to_owned()));
         }
         validate_items(&req.items).map_err(Failure::InvalidOrder)?;
-        match self.outbox.deliver(&req).await {
+        match self.delivery_log.deliver(&req).await {
             Outcome::Sent => {
                 tracing::info!(order_id = %req.order_id, customer = %req.customer, "notified {} about order {}", req.customer, req.order_id);
             }

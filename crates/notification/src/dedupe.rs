@@ -16,7 +16,7 @@
 //! both.
 //!
 //! When Redis cannot be reached, delivery falls back to the in-memory
-//! window of [`crate::Outbox`] (fail open, as auth-service's token check
+//! window of [`crate::DeliveryLog`] (fail open, as auth-service's token check
 //! does): notifications keep flowing, and only a restart during the outage
 //! could repeat one. Without `REDIS_URL` the in-memory window is all there is.
 

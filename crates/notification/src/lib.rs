@@ -39,7 +39,7 @@ use cloudmart_http::error::{ApiError, Json};
 use cloudmart_http::health::Health;
 use cloudmart_http::metrics::MetricsBuilder;
 use cloudmart_http::server::{self, Server, ServerConfig};
-use cloudmart_model::{OrderItem, now_rfc3339};
+use cloudmart_model::{NotificationState, NotifyReceipt, OrderCreated, now_rfc3339};
 use cloudmart_run::Workers;
 use cloudmart_run::{App, Service, StartupError};
 use prometheus_client::metrics::counter::Counter;
@@ -129,18 +129,6 @@ impl Config {
     }
 }
 
-/// What order-service sends.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NotifyRequest {
-    /// The order.
-    pub order_id: String,
-    /// Who to tell.
-    pub customer: String,
-    /// What they ordered.
-    #[serde(default)]
-    pub items: Vec<OrderItem>,
-}
-
 /// One delivered notification.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Notification {
@@ -165,10 +153,13 @@ pub enum Delivery {
     Duplicate,
 }
 
-/// Recent deliveries plus the duplicate detection: in Redis when
-/// configured, and an in-memory window always.
-pub struct Outbox {
-    inner: Mutex<OutboxInner>,
+/// What this service has delivered: the recent deliveries that
+/// `GET /notifications` lists, and which orders were delivered, so that
+/// each is delivered once (in Redis when configured, and an in-memory
+/// window always). Nothing in it waits to be sent; the outbox of this
+/// system is order-service's relay, which announces pending orders.
+pub struct DeliveryLog {
+    inner: Mutex<DeliveryLogInner>,
     capacity: usize,
     sent: Counter,
     duplicates: Counter,
@@ -177,14 +168,14 @@ pub struct Outbox {
     degraded: AtomicBool,
 }
 
-struct OutboxInner {
+struct DeliveryLogInner {
     recent: VecDeque<Notification>,
     seen: HashSet<String>,
     seen_order: VecDeque<String>,
 }
 
-impl Outbox {
-    /// An outbox remembering `capacity` orders in memory, and every order
+impl DeliveryLog {
+    /// A delivery log remembering `capacity` orders in memory, and every order
     /// in `durable` when given; registers its counters.
     pub fn new(
         capacity: usize,
@@ -204,7 +195,7 @@ impl Outbox {
             duplicates.clone(),
         );
         Arc::new(Self {
-            inner: Mutex::new(OutboxInner {
+            inner: Mutex::new(DeliveryLogInner {
                 recent: VecDeque::with_capacity(capacity),
                 seen: HashSet::with_capacity(capacity * 10),
                 seen_order: VecDeque::with_capacity(capacity * 10),
@@ -219,7 +210,7 @@ impl Outbox {
 
     /// Delivers a notification for `req` unless the order was already
     /// notified: by any process, when Redis remembers; by this one, always.
-    pub async fn deliver(&self, req: &NotifyRequest) -> Delivery {
+    pub async fn deliver(&self, req: &OrderCreated) -> Delivery {
         if let Some(durable) = &self.durable {
             match durable.claim(&req.order_id).await {
                 Ok(claim) => {
@@ -243,8 +234,8 @@ impl Outbox {
         self.deliver_once_here(req)
     }
 
-    /// The in-memory half of [`Outbox::deliver`].
-    fn deliver_once_here(&self, req: &NotifyRequest) -> Delivery {
+    /// The in-memory half of [`DeliveryLog::deliver`].
+    fn deliver_once_here(&self, req: &OrderCreated) -> Delivery {
         let mut inner = self
             .inner
             .lock()
@@ -295,13 +286,13 @@ impl Outbox {
 }
 
 async fn notify(
-    State(outbox): State<Arc<Outbox>>,
-    Json(req): Json<NotifyRequest>,
+    State(delivery_log): State<Arc<DeliveryLog>>,
+    Json(req): Json<OrderCreated>,
 ) -> Result<impl IntoResponse, ApiError> {
     if req.order_id.trim().is_empty() {
         return Err(ApiError::validation("order_id must not be empty"));
     }
-    let delivery = outbox.deliver(&req).await;
+    let delivery = delivery_log.deliver(&req).await;
     match delivery {
         Delivery::Sent => {
             tracing::info!(order_id = %req.order_id, customer = %req.customer, "notified {} about order {}", req.customer, req.order_id)
@@ -310,16 +301,16 @@ async fn notify(
             tracing::info!(order_id = %req.order_id, "order {} was already notified; skipping", req.order_id)
         }
     }
-    let body = serde_json::json!({
-        "order_id": req.order_id,
-        "status": "notified",
-        "duplicate": delivery == Delivery::Duplicate,
-    });
-    Ok((StatusCode::ACCEPTED, Json(body)))
+    let receipt = NotifyReceipt {
+        order_id: req.order_id,
+        status: NotificationState::Notified,
+        duplicate: delivery == Delivery::Duplicate,
+    };
+    Ok((StatusCode::ACCEPTED, Json(receipt)))
 }
 
-async fn list(State(outbox): State<Arc<Outbox>>) -> Json<serde_json::Value> {
-    let (recent, sent, duplicates) = outbox.snapshot();
+async fn list(State(delivery_log): State<Arc<DeliveryLog>>) -> Json<serde_json::Value> {
+    let (recent, sent, duplicates) = delivery_log.snapshot();
     Json(serde_json::json!({"sent": sent, "duplicates": duplicates, "recent": recent}))
 }
 
@@ -368,7 +359,7 @@ impl Service for Application {
                 None
             }
         };
-        let outbox = Outbox::new(config.history, durable, &mut metrics);
+        let delivery_log = DeliveryLog::new(config.history, durable, &mut metrics);
         let chaos = Chaos::new(config.chaos, metrics.registry());
         let mut workers = Workers::new();
         let mut checks: Vec<Box<dyn cloudmart_http::health::Check>> = Vec::new();
@@ -379,7 +370,7 @@ impl Service for Application {
                 delay: config.delay,
                 chaos: config.chaos,
             };
-            let consumer = Consumer::new(amqp, settings, outbox.clone(), &mut metrics);
+            let consumer = Consumer::new(amqp, settings, delivery_log.clone(), &mut metrics);
             checks.push(Box::new(RabbitCheck::required(consumer.link())));
             let span = tracing::info_span!(parent: None, "amqp.consumer", service = NAME);
             cloudmart_telemetry::begin_untraced(&span, NAME);
@@ -389,7 +380,7 @@ impl Service for Application {
         let routes = Router::new()
             .route("/notify", post(notify))
             .route("/notifications", get(list))
-            .with_state(outbox)
+            .with_state(delivery_log)
             .route_layer(middleware::from_fn_with_state(chaos, chaos::inject));
         let health = Health::new(NAME, checks, metrics.clone());
         let router = server::standard(NAME, routes, health, metrics, &config.server);
@@ -404,8 +395,8 @@ impl Service for Application {
 mod tests {
     use super::*;
 
-    fn req(id: &str) -> NotifyRequest {
-        NotifyRequest {
+    fn req(id: &str) -> OrderCreated {
+        OrderCreated {
             order_id: id.to_owned(),
             customer: "guest".to_owned(),
             items: vec![],
@@ -450,13 +441,13 @@ mod tests {
     #[tokio::test]
     async fn the_same_order_is_notified_once_and_the_list_is_bounded() {
         let mut m = MetricsBuilder::new();
-        let outbox = Outbox::new(3, None, &mut m);
-        assert_eq!(outbox.deliver(&req("a")).await, Delivery::Sent);
-        assert_eq!(outbox.deliver(&req("a")).await, Delivery::Duplicate);
+        let delivery_log = DeliveryLog::new(3, None, &mut m);
+        assert_eq!(delivery_log.deliver(&req("a")).await, Delivery::Sent);
+        assert_eq!(delivery_log.deliver(&req("a")).await, Delivery::Duplicate);
         for id in ["b", "c", "d"] {
-            outbox.deliver(&req(id)).await;
+            delivery_log.deliver(&req(id)).await;
         }
-        let (recent, sent, dup) = outbox.snapshot();
+        let (recent, sent, dup) = delivery_log.snapshot();
         let ids: Vec<_> = recent.iter().map(|n| n.order_id.as_str()).collect();
         assert_eq!(ids, ["d", "c", "b"]);
         assert_eq!((sent, dup), (4, 1));

@@ -25,19 +25,19 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cloudmart_amqp::{AmqpConfig, RabbitCheck};
 use cloudmart_config::{ConfigError, Env, EnvReader, EnvVar, port_var};
-use cloudmart_http::client::{self, ClientConfig, Downstream};
+use cloudmart_http::client::{self, ClientConfig, Downstream, Retry};
 use cloudmart_http::error::{ApiError, Json, Query};
 use cloudmart_http::health::{Health, HttpCheck};
 use cloudmart_http::metrics::MetricsBuilder;
 use cloudmart_http::server::{self, Server, ServerConfig};
 use cloudmart_model::{
-    GUEST, NOTIFICATION_PENDING, NOTIFICATION_PUBLISHED, NOTIFICATION_SENT, NewOrder, Order,
-    OrderItem, OrderPage, PageQuery, validate_items,
+    CreateOrder, GUEST, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, NewOrder, NotificationState,
+    NotificationUpdate, NotifyReceipt, Order, OrderCreated, OrderPage, PageQuery, validate_items,
 };
 use cloudmart_retry::Backoff;
 use cloudmart_run::Workers;
@@ -45,7 +45,6 @@ use cloudmart_run::{App, Service, StartupError};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use reqwest::Method;
-use serde::Deserialize;
 use tracing::Instrument;
 
 use crate::publisher::Publisher;
@@ -157,47 +156,15 @@ struct AppState {
     notifier: Notifier,
 }
 
-/// The body of `POST /orders`.
-#[derive(Debug, Deserialize)]
-struct CreateOrder {
-    items: Vec<OrderItem>,
-    #[serde(default)]
-    customer: Option<String>,
-}
-
-/// Error enum of this service.
-#[derive(Debug)]
-enum OrderError {
-    /// 422: the order is not acceptable.
-    Invalid(String),
-    /// A downstream failed; carries the 4xx/502/503/504 it maps to.
-    Downstream(ApiError),
-}
-
-impl From<ApiError> for OrderError {
-    fn from(e: ApiError) -> Self {
-        Self::Downstream(e)
-    }
-}
-
-impl IntoResponse for OrderError {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Invalid(m) => ApiError::validation(m).into_response(),
-            Self::Downstream(e) => e.into_response(),
-        }
-    }
-}
-
 async fn create(
     State(s): State<AppState>,
     headers: HeaderMap,
     Json(body): Json<CreateOrder>,
-) -> Result<Response, OrderError> {
-    validate_items(&body.items).map_err(OrderError::Invalid)?;
+) -> Result<Response, ApiError> {
+    validate_items(&body.items).map_err(ApiError::validation)?;
     let id = uuid::Uuid::now_v7().to_string();
     let idempotency_key = headers
-        .get("idempotency-key")
+        .get(IDEMPOTENCY_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|k| !k.is_empty() && k.len() <= 200)
@@ -208,9 +175,11 @@ async fn create(
         items: body.items,
         idempotency_key,
     };
+    // Safe to repeat: database-service keeps one order per idempotency key,
+    // so a retry after a lost answer gets the first order back.
     let (status, order): (_, Order) = s
         .database
-        .call(Method::POST, "/orders", true, |r| r.json(&new))
+        .call(Method::POST, "/orders", Retry::Keyed, |r| r.json(&new))
         .await?;
     let replayed = status == StatusCode::OK;
     if replayed {
@@ -218,7 +187,7 @@ async fn create(
     } else {
         tracing::info!(order_id = %order.id, customer = %order.customer, "order {} created", order.id);
     }
-    if order.notification == NOTIFICATION_PENDING {
+    if order.notification == NotificationState::Pending {
         let span = tracing::info_span!("notify", order_id = %order.id);
         tokio::spawn(notify(s.clone(), order.clone()).instrument(span));
     }
@@ -229,28 +198,24 @@ async fn create(
     };
     let mut response = (status, Json(order)).into_response();
     if replayed {
-        response.headers_mut().insert(
-            "idempotent-replayed",
-            "true".parse().expect("static header value"),
-        );
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
     Ok(response)
 }
 
-/// What notification-service receives, over HTTP or in a message.
-fn notify_body(order: &Order) -> serde_json::Value {
-    serde_json::json!({"order_id": order.id, "customer": order.customer, "items": order.items})
-}
-
 /// Sets the order's notification state in database-service.
-async fn mark(database: &Downstream, id: &str, state: &str) -> Result<(), ApiError> {
-    let body = serde_json::json!({"notification": state});
+async fn mark(database: &Downstream, id: &str, state: NotificationState) -> Result<(), ApiError> {
+    let body = NotificationUpdate {
+        notification: state,
+    };
     let path = format!(
         "/orders/{}/notification",
         cloudmart_model::encode_component(id)
     );
     database
-        .call::<Order, _>(Method::PATCH, &path, true, |r| r.json(&body))
+        .call::<Order, _>(Method::PATCH, &path, Retry::Overwrite, |r| r.json(&body))
         .await
         .map(|_| ())
 }
@@ -260,15 +225,15 @@ async fn mark(database: &Downstream, id: &str, state: &str) -> Result<(), ApiErr
 async fn notify(s: AppState, order: Order) {
     let state = match &s.notifier {
         Notifier::Http(notification) => {
-            let body = notify_body(&order);
+            let body = OrderCreated::from(&order);
             let delivered = notification
-                .call::<serde_json::Value, _>(Method::POST, "/notify", true, |r| r.json(&body))
+                .call::<NotifyReceipt, _>(Method::POST, "/notify", Retry::Keyed, |r| r.json(&body))
                 .await;
             if let Err(e) = delivered {
                 tracing::warn!(order_id = %order.id, error = %e.message, "notification for order {} not delivered; it stays pending: {}", order.id, e.message);
                 return;
             }
-            NOTIFICATION_SENT
+            NotificationState::Notified
         }
         Notifier::Amqp(publisher) => {
             let published = publisher
@@ -281,7 +246,7 @@ async fn notify(s: AppState, order: Order) {
                 return;
             }
             tracing::info!(order_id = %order.id, "order {} published to RabbitMQ", order.id);
-            NOTIFICATION_PUBLISHED
+            NotificationState::Published
         }
     };
     if let Err(e) = mark(&s.database, &order.id, state).await {
@@ -292,18 +257,24 @@ async fn notify(s: AppState, order: Order) {
 async fn get_one(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Order>, OrderError> {
+) -> Result<Json<Order>, ApiError> {
     let path = format!("/orders/{}", cloudmart_model::encode_component(&id));
-    let (_, order) = s.database.call(Method::GET, &path, true, |r| r).await?;
+    let (_, order) = s
+        .database
+        .call(Method::GET, &path, Retry::Safe, |r| r)
+        .await?;
     Ok(Json(order))
 }
 
 async fn list(
     State(s): State<AppState>,
     Query(q): Query<PageQuery>,
-) -> Result<Json<OrderPage>, OrderError> {
-    let path = q.forward("/orders").map_err(OrderError::Invalid)?;
-    let (_, page) = s.database.call(Method::GET, &path, true, |r| r).await?;
+) -> Result<Json<OrderPage>, ApiError> {
+    let path = q.forward("/orders").map_err(ApiError::validation)?;
+    let (_, page) = s
+        .database
+        .call(Method::GET, &path, Retry::Safe, |r| r)
+        .await?;
     Ok(Json(page))
 }
 

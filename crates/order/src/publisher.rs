@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use cloudmart_amqp::{AmqpConfig, LinkState, ReasonLabels};
 use cloudmart_http::metrics::MetricsBuilder;
-use cloudmart_model::Order;
+use cloudmart_model::{Order, OrderCreated};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Confirmation, Connection};
 use prometheus_client::metrics::counter::Counter;
@@ -255,11 +255,7 @@ impl Publisher {
                 messaging.message.id = %order.id,
                 order_id = %order.id,
             );
-            let body = serde_json::json!({
-                "order_id": order.id,
-                "customer": order.customer,
-                "items": order.items,
-            });
+            let body = OrderCreated::from(order);
             bodies.push(serde_json::to_vec(&body).unwrap_or_default());
             spans.push(span);
         }

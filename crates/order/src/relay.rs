@@ -20,8 +20,8 @@
 
 use std::time::{Duration, Instant};
 
-use cloudmart_http::client::Downstream;
-use cloudmart_model::{NOTIFICATION_PUBLISHED, NOTIFICATION_SENT, Order};
+use cloudmart_http::client::{Downstream, Retry};
+use cloudmart_model::{NotificationState, NotifyReceipt, Order, OrderCreated};
 use cloudmart_retry::{Backoff, Jitter};
 use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
@@ -30,7 +30,7 @@ use reqwest::Method;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::{NAME, Notifier, mark, notify_body};
+use crate::{NAME, Notifier, mark};
 
 /// How many database or notification calls the relay makes at once; well
 /// under database-service's default in-flight limit of 64.
@@ -102,7 +102,11 @@ impl Relay {
     /// due could be announced (the caller backs off).
     async fn pass(&self) -> Result<Pass, ()> {
         let path = format!("/notifications/pending?limit={}", self.batch);
-        let pending: Vec<Order> = match self.database.call(Method::GET, &path, true, |r| r).await {
+        let pending: Vec<Order> = match self
+            .database
+            .call(Method::GET, &path, Retry::Safe, |r| r)
+            .await
+        {
             Ok((_, pending)) => pending,
             Err(e) => {
                 tracing::warn!(error = %e.message, "relay: cannot list pending notifications: {}", e.message);
@@ -154,7 +158,7 @@ impl Relay {
                 let (marked, mark_error) = in_chunks(published, |id| {
                     let database = self.database.clone();
                     async move {
-                        mark(&database, &id, NOTIFICATION_PUBLISHED)
+                        mark(&database, &id, NotificationState::Published)
                             .await
                             .map_err(|e| e.message)
                     }
@@ -167,14 +171,14 @@ impl Relay {
                     let notification = notification.clone();
                     let database = self.database.clone();
                     async move {
-                        let body = notify_body(&order);
+                        let body = OrderCreated::from(&order);
                         notification
-                            .call::<serde_json::Value, _>(Method::POST, "/notify", true, |r| {
+                            .call::<NotifyReceipt, _>(Method::POST, "/notify", Retry::Keyed, |r| {
                                 r.json(&body)
                             })
                             .await
                             .map_err(|e| e.message)?;
-                        mark(&database, &order.id, NOTIFICATION_SENT)
+                        mark(&database, &order.id, NotificationState::Notified)
                             .await
                             .map_err(|e| e.message)
                     }

@@ -3,6 +3,7 @@
 //! from `REDIS_URL` (SKIPPED without it, a failure under `CI=true`).
 
 mod helpers;
+mod identity;
 mod memory;
 mod rate_limit;
 mod redis_outage;

@@ -4,4 +4,5 @@
 mod durability;
 mod helpers;
 mod mongo_cut;
+mod notification_state;
 mod process;
