@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
-use cloudmart_config::{ConfigError, Env, EnvVar};
+use cloudmart_config::Setting;
 use cloudmart_http::health::{Check, Health};
 use cloudmart_http::metrics::MetricsBuilder;
 use cloudmart_http::server::{self, Server};
@@ -147,29 +147,8 @@ pub struct Application;
 
 impl Service for Application {
     const NAME: &'static str = NAME;
-    const PORT: EnvVar = PORT;
+    const PORT: Setting<u16> = PORT;
     type Config = Config;
-
-    fn service_env_vars() -> Vec<EnvVar> {
-        let mut v = vec![
-            PORT,
-            JWT_SECRET,
-            JWT_TTL_SECS,
-            AUTH_HASH_CONCURRENCY,
-            AUTH_SEED_USERS,
-            LOGIN_MAX_PER_ACCOUNT,
-            LOGIN_MAX_PER_CLIENT,
-            LOGIN_WINDOW_SECS,
-            TOKEN_CACHE_SECS,
-            TRUSTED_PROXY_HOPS,
-        ];
-        v.extend_from_slice(redis_store::ENV);
-        v
-    }
-
-    fn config(env: &dyn Env) -> Result<Config, ConfigError> {
-        Config::from_env(env)
-    }
 
     async fn build(config: Config) -> Result<App, StartupError> {
         let mut metrics = MetricsBuilder::new();

@@ -242,6 +242,12 @@ impl<'a> EnvReader<'a> {
         self.problems.push(problem.into());
     }
 
+    /// How many problems were found so far: lets a reader skip a check
+    /// across values when one of them is already reported as invalid.
+    pub fn problem_count(&self) -> usize {
+        self.problems.len()
+    }
+
     /// Every declaration read so far, in order.
     pub fn declared(&self) -> &[EnvVar] {
         &self.declared
@@ -305,82 +311,6 @@ impl<'a> EnvReader<'a> {
             var.name, var.expected
         ));
     }
-
-    // The reads below take a bare `EnvVar` and a rule at the call site.
-    // They remain only while the crates move to `Setting`s.
-
-    /// A string variable (to be replaced by [`Setting::text`]).
-    pub fn string(&mut self, var: &EnvVar) -> Option<String> {
-        self.parse_with(var, |v| Ok(v.to_owned()))
-    }
-
-    /// A variable parsed with `parse` (to be replaced by [`Setting::with`]).
-    pub fn parse_with<T>(
-        &mut self,
-        var: &EnvVar,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        self.declared.push(*var);
-        let value = match (self.raw(var), var.default) {
-            (Some(v), _) => v,
-            (None, Some(d)) => d.to_owned(),
-            (None, None) => {
-                if var.required {
-                    self.problems.push(format!(
-                        "{} is not set (expected {})",
-                        var.name, var.expected
-                    ));
-                }
-                return None;
-            }
-        };
-        match parse(&value) {
-            Ok(v) => Some(v),
-            Err(why) => {
-                self.invalid(var, &value, &why);
-                None
-            }
-        }
-    }
-
-    /// A variable parsed with `FromStr` (to be replaced by [`Setting::parsed`]).
-    pub fn parse<T: std::str::FromStr>(&mut self, var: &EnvVar) -> Option<T> {
-        self.parse_with(var, |v| v.parse::<T>().map_err(|_| String::new()))
-    }
-
-    /// An integer within `min..=max` (to be replaced by `Setting::whole`).
-    pub fn int_in<T>(&mut self, var: &EnvVar, min: T, max: T) -> Option<T>
-    where
-        T: std::str::FromStr + PartialOrd + Copy + fmt::Display,
-    {
-        self.parse_with(var, |v| match v.parse::<T>() {
-            Ok(n) if n >= min && n <= max => Ok(n),
-            Ok(_) => Err(format!("out of range {min}..={max}")),
-            Err(_) => Err("not a whole number".to_owned()),
-        })
-    }
-
-    /// Milliseconds within `0..=max_ms` (to be replaced by [`Setting::millis`]).
-    pub fn millis(&mut self, var: &EnvVar, max_ms: u64) -> Option<std::time::Duration> {
-        self.int_in(var, 0, max_ms)
-            .map(std::time::Duration::from_millis)
-    }
-
-    /// A float within `min..=max` (to be replaced by [`Setting::number`]).
-    pub fn float_in(&mut self, var: &EnvVar, min: f64, max: f64) -> Option<f64> {
-        self.parse_with(var, |v| match v.parse::<f64>() {
-            Ok(n) if n.is_finite() && n >= min && n <= max => Ok(n),
-            Ok(_) => Err(format!("out of range {min}..={max}")),
-            Err(_) => Err("not a number".to_owned()),
-        })
-    }
-
-    /// A base URL (to be replaced by [`Setting::url`]).
-    pub fn url(&mut self, var: &EnvVar) -> Option<String> {
-        self.parse_with(var, |v| {
-            setting::validate_base_url(v).map(|u| u.trim_end_matches('/').to_owned())
-        })
-    }
 }
 
 /// A configuration read from declared [`Setting`]s.
@@ -407,11 +337,6 @@ pub trait FromEnv: Sized {
         Self::read(&mut r);
         r.declared
     }
-}
-
-/// `PORT` as a bare contract (to be replaced by [`port`]).
-pub const fn port_var(default: &'static str) -> EnvVar {
-    port(default).var
 }
 
 /// `PORT` with a per-service default.
