@@ -37,7 +37,7 @@ pub trait Service: Sized + Send + 'static {
     /// the README tables list them in that order.
     fn env_vars() -> Vec<EnvVar> {
         let mut vars = Self::Config::settings();
-        vars.extend_from_slice(cloudmart_telemetry::ENV);
+        vars.extend(cloudmart_telemetry::TelemetryConfig::settings());
         vars
     }
 

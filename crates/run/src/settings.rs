@@ -4,7 +4,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use cloudmart_config::Env;
+use cloudmart_config::{Env, FromEnv};
+use cloudmart_telemetry::TelemetryConfig;
 
 use crate::Service;
 
@@ -25,16 +26,20 @@ impl Env for Asked {
 }
 
 impl Asked {
-    /// Runs `S`'s config read on `values`: the keys asked, and the problems.
+    /// Runs `S`'s config read and telemetry's on `values`: the keys asked,
+    /// and the problems.
     fn read<S: Service>(values: HashMap<String, String>) -> (Vec<String>, Vec<String>) {
         let env = Self {
             values,
             keys: Mutex::new(Vec::new()),
         };
-        let problems = match S::config(&env) {
+        let mut problems = match S::config(&env) {
             Ok(_) => Vec::new(),
             Err(e) => e.problems().to_vec(),
         };
+        if let Err(e) = TelemetryConfig::from_env(&env) {
+            problems.extend_from_slice(e.problems());
+        }
         let keys = env
             .keys
             .into_inner()
@@ -89,5 +94,73 @@ pub fn check_settings<S: Service>() {
             "{}: its configuration reads {key} but does not declare it",
             S::NAME
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cloudmart_config::{EnvReader, EnvVar, Setting};
+
+    use super::*;
+    use crate::{App, StartupError};
+
+    const PORT: Setting<u16> = cloudmart_config::port("8080");
+    const LIMIT: Setting<u32> = Setting::<u32>::whole(
+        EnvVar::with_default("LIMIT", "10", "1 to 100", "a limit"),
+        1,
+        100,
+    );
+
+    /// A config that reads `PORT` and `LIMIT` through the reader.
+    struct Limits;
+
+    impl FromEnv for Limits {
+        fn read(r: &mut EnvReader<'_>) -> Self {
+            r.get(&PORT);
+            r.get(&LIMIT);
+            Limits
+        }
+    }
+
+    struct Honest;
+    struct Cheat;
+
+    impl Service for Honest {
+        const NAME: &'static str = "honest";
+        const PORT: Setting<u16> = PORT;
+        type Config = Limits;
+
+        async fn build(_: Limits) -> Result<App, StartupError> {
+            Err("not built in this test".into())
+        }
+    }
+
+    impl Service for Cheat {
+        const NAME: &'static str = "cheat";
+        const PORT: Setting<u16> = PORT;
+        type Config = Limits;
+
+        fn config(env: &dyn Env) -> Result<Limits, cloudmart_config::ConfigError> {
+            let _ = env.var("SNEAKY");
+            Limits::from_env(env)
+        }
+
+        async fn build(_: Limits) -> Result<App, StartupError> {
+            Err("not built in this test".into())
+        }
+    }
+
+    #[test]
+    fn a_service_that_reads_only_what_it_declares_passes() {
+        check_settings::<Honest>();
+        let names: Vec<_> = Honest::env_vars().iter().map(|v| v.name).collect();
+        assert_eq!(&names[..2], ["PORT", "LIMIT"]);
+        assert!(names.contains(&"RUST_LOG"), "{names:?}");
+    }
+
+    #[test]
+    #[should_panic(expected = "cheat: its configuration reads SNEAKY but does not declare it")]
+    fn an_undeclared_read_fails_the_check() {
+        check_settings::<Cheat>();
     }
 }
