@@ -248,11 +248,6 @@ impl<'a> EnvReader<'a> {
         self.problems.len()
     }
 
-    /// Every declaration read so far, in order.
-    pub fn declared(&self) -> &[EnvVar] {
-        &self.declared
-    }
-
     /// Finishes reading: every problem found, in one error.
     pub fn finish(self) -> Result<(), ConfigError> {
         if self.problems.is_empty() {
