@@ -416,6 +416,26 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_that_cannot_work_is_reported_and_the_default_stands_in() {
+        let env: std::collections::HashMap<String, String> = [
+            ("RETRY_MAX_ATTEMPTS", "0"),
+            ("RETRY_BASE_DELAY_MS", "500"),
+            ("RETRY_MAX_DELAY_MS", "100"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let mut r = EnvReader::new(&env);
+        let policy = Backoff::from_env(&mut r);
+        let msg = r.finish().unwrap_err().to_string();
+        assert!(
+            msg.contains("RETRY_MAX_ATTEMPTS must be at least 1"),
+            "{msg}"
+        );
+        assert_eq!(policy.max_attempts(), Backoff::default().max_attempts());
+    }
+
+    #[test]
     fn retry_after_header_forms() {
         assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
         assert_eq!(
