@@ -43,36 +43,42 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
-use cloudmart_config::{EnvReader, EnvVar};
+use cloudmart_config::{EnvReader, EnvVar, Setting};
 use cloudmart_http::health::Check;
 use cloudmart_http::metrics::Registry;
 use cloudmart_retry::{Backoff, Jitter};
 use cloudmart_run::stopped;
 
-/// `AMQP_URL`.
-pub const AMQP_URL: EnvVar = EnvVar::optional(
-    "AMQP_URL",
-    "an amqp:// or amqps:// URL such as amqp://guest:guest@rabbitmq:5672/%2f",
-    "RabbitMQ for order.created messages; unset means order-service calls notification-service over HTTP",
-)
-.secret();
+/// `AMQP_URL`: the URL to connect to and the same without its password.
+pub const AMQP_URL: Setting<(String, String)> = Setting::with(
+    EnvVar::optional(
+        "AMQP_URL",
+        "an amqp:// or amqps:// URL such as amqp://guest:guest@rabbitmq:5672/%2f",
+        "RabbitMQ for order.created messages; unset means order-service calls notification-service over HTTP",
+    )
+    .secret(),
+    parse_url,
+);
 /// `AMQP_EXCHANGE`.
-pub const AMQP_EXCHANGE: EnvVar = EnvVar::with_default(
-    "AMQP_EXCHANGE",
-    "cloudmart.orders",
-    "1 to 200 letters, digits, '-', '_', '.' or ':', not starting with amq.",
-    "Durable exchange order.created is published to; its dead-letter exchange is <name>.dlx",
+pub const AMQP_EXCHANGE: Setting<String> = Setting::with(
+    EnvVar::with_default(
+        "AMQP_EXCHANGE",
+        "cloudmart.orders",
+        "1 to 200 letters, digits, '-', '_', '.' or ':', not starting with amq.",
+        "Durable exchange order.created is published to; its dead-letter exchange is <name>.dlx",
+    ),
+    validate_name,
 );
 /// `AMQP_QUEUE`.
-pub const AMQP_QUEUE: EnvVar = EnvVar::with_default(
-    "AMQP_QUEUE",
-    "notifications",
-    "1 to 200 letters, digits, '-', '_', '.' or ':', not starting with amq.",
-    "Durable queue notification-service consumes; its dead-letter queue is <name>.dead",
+pub const AMQP_QUEUE: Setting<String> = Setting::with(
+    EnvVar::with_default(
+        "AMQP_QUEUE",
+        "notifications",
+        "1 to 200 letters, digits, '-', '_', '.' or ':', not starting with amq.",
+        "Durable queue notification-service consumes; its dead-letter queue is <name>.dead",
+    ),
+    validate_name,
 );
-
-/// The variables [`AmqpConfig::from_env`] reads.
-pub const ENV: &[EnvVar] = &[AMQP_URL, AMQP_EXCHANGE, AMQP_QUEUE];
 
 /// The routing key (and AMQP `type`) of the one event CloudMart publishes.
 pub const ROUTING_KEY: &str = "order.created";
@@ -120,15 +126,15 @@ impl AmqpConfig {
     /// The names are checked even when the URL is unset, so a typo shows up
     /// before someone switches RabbitMQ on.
     pub fn from_env(reader: &mut EnvReader<'_>) -> Option<Self> {
-        let url = reader.parse_with(&AMQP_URL, parse_url);
-        let exchange = reader.parse_with(&AMQP_EXCHANGE, validate_name);
-        let queue = reader.parse_with(&AMQP_QUEUE, validate_name);
+        let url = reader.optional(&AMQP_URL);
+        let exchange = reader.get(&AMQP_EXCHANGE);
+        let queue = reader.get(&AMQP_QUEUE);
         let (url, redacted) = url?;
         Some(Self {
             url,
             redacted,
-            exchange: exchange?,
-            queue: queue?,
+            exchange,
+            queue,
         })
     }
 

@@ -17,8 +17,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use cloudmart_config::{ConfigError, Env, EnvReader, EnvVar, port_var};
-use cloudmart_http::client::{self, ClientConfig, Downstream, Retry};
+use cloudmart_config::{EnvReader, EnvVar, FromEnv, Setting, port};
+use cloudmart_http::client::{ClientConfig, Downstream, Retry};
 use cloudmart_http::error::{ApiError, Json, Query};
 use cloudmart_http::health::{Check, Health, HttpCheck};
 use cloudmart_http::metrics::MetricsBuilder;
@@ -35,21 +35,21 @@ use serde::Deserialize;
 /// The binary and image name.
 pub const NAME: &str = "api-service";
 /// `PORT`.
-pub const PORT: EnvVar = port_var("3000");
+pub const PORT: Setting<u16> = port("3000");
 /// `AUTH_SERVICE_URL`.
-pub const AUTH_SERVICE_URL: EnvVar = EnvVar::with_default(
+pub const AUTH_SERVICE_URL: Setting<String> = Setting::url(EnvVar::with_default(
     "AUTH_SERVICE_URL",
     "http://auth-service:3000",
     "an http:// URL such as http://auth-service:3000",
     "Base URL of auth-service",
-);
+));
 /// `ORDER_SERVICE_URL`.
-pub const ORDER_SERVICE_URL: EnvVar = EnvVar::with_default(
+pub const ORDER_SERVICE_URL: Setting<String> = Setting::url(EnvVar::with_default(
     "ORDER_SERVICE_URL",
     "http://order-service:3000",
     "an http:// URL such as http://order-service:3000",
     "Base URL of order-service",
-);
+));
 
 /// Configuration.
 #[derive(Debug, Clone)]
@@ -66,23 +66,20 @@ pub struct Config {
     pub retry: Backoff,
 }
 
-impl Config {
-    /// Reads every variable, reporting all problems at once.
-    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
-        let mut r = EnvReader::new(env);
-        let server = ServerConfig::from_env(&mut r, &PORT);
-        let auth_url = r.url(&AUTH_SERVICE_URL);
-        let order_url = r.url(&ORDER_SERVICE_URL);
-        let client = ClientConfig::from_env(&mut r);
-        let retry = Backoff::from_env(&mut r);
-        r.finish()?;
-        Ok(Self {
-            server,
-            auth_url: auth_url.unwrap_or_default(),
-            order_url: order_url.unwrap_or_default(),
+impl FromEnv for Config {
+    fn read(r: &mut EnvReader<'_>) -> Self {
+        let port = r.get(&PORT);
+        let auth_url = r.get(&AUTH_SERVICE_URL);
+        let order_url = r.get(&ORDER_SERVICE_URL);
+        let retry = Backoff::from_env(r);
+        let client = ClientConfig::from_env(r);
+        Self {
+            server: ServerConfig::from_env(r, port),
+            auth_url,
+            order_url,
             client,
-            retry: retry.unwrap_or_default(),
-        })
+            retry,
+        }
     }
 }
 
@@ -282,19 +279,8 @@ pub struct Application;
 
 impl Service for Application {
     const NAME: &'static str = NAME;
-    const PORT: EnvVar = PORT;
+    const PORT: Setting<u16> = PORT;
     type Config = Config;
-
-    fn service_env_vars() -> Vec<EnvVar> {
-        let mut v = vec![PORT, AUTH_SERVICE_URL, ORDER_SERVICE_URL];
-        v.extend_from_slice(cloudmart_retry::ENV);
-        v.extend_from_slice(client::ENV);
-        v
-    }
-
-    fn config(env: &dyn Env) -> Result<Config, ConfigError> {
-        Config::from_env(env)
-    }
 
     async fn build(config: Config) -> Result<App, StartupError> {
         let metrics = MetricsBuilder::new().build();
@@ -336,6 +322,11 @@ impl Service for Application {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_only_the_settings_it_declares() {
+        cloudmart_run::check_settings::<Application>();
+    }
 
     fn parse(json: &str) -> Result<Vec<OrderItem>, String> {
         let req: OrderRequest = serde_json::from_str(json).map_err(|e| e.to_string())?;

@@ -18,7 +18,7 @@ use std::future::Future;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use cloudmart_config::{EnvReader, EnvVar};
+use cloudmart_config::{EnvReader, EnvVar, Setting};
 use cloudmart_redis::{Redis, RedisUrl};
 use futures::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
@@ -28,29 +28,43 @@ use redis::{RedisResult, Script};
 use crate::store::{AuthStore, CacheEntry, CachedToken, LoginCounts, StoreError, Window};
 
 /// `REDIS_URL`.
-pub const REDIS_URL: EnvVar = EnvVar::optional(
-    "REDIS_URL",
-    "a redis://[user:password@]host:port[/db] URL",
-    "Redis for login rate limits, revocations and the token cache; unset means in-memory (per process)",
-)
-// It may hold a password.
-.secret();
+pub const REDIS_URL: Setting<RedisUrl> = Setting::with(
+    EnvVar::optional(
+        "REDIS_URL",
+        "a redis://[user:password@]host:port[/db] URL",
+        "Redis for login rate limits, revocations and the token cache; unset means in-memory (per process)",
+    )
+    // It may hold a password.
+    .secret(),
+    RedisUrl::parse,
+);
 /// `REDIS_KEY_PREFIX`.
-pub const REDIS_KEY_PREFIX: EnvVar = EnvVar::with_default(
-    "REDIS_KEY_PREFIX",
-    "cloudmart:auth:",
-    "1 to 100 characters without spaces",
-    "Prefix of every key auth-service writes, so several stacks can share one Redis",
+pub const REDIS_KEY_PREFIX: Setting<String> = Setting::with(
+    EnvVar::with_default(
+        "REDIS_KEY_PREFIX",
+        "cloudmart:auth:",
+        "1 to 100 characters without spaces",
+        "Prefix of every key auth-service writes, so several stacks can share one Redis",
+    ),
+    |v| {
+        if v.len() > 100 || v.chars().any(char::is_whitespace) {
+            Err(String::new())
+        } else {
+            Ok(v.to_owned())
+        }
+    },
 );
 /// `REDIS_TIMEOUT_MS`.
-pub const REDIS_TIMEOUT_MS: EnvVar = EnvVar::with_default(
-    "REDIS_TIMEOUT_MS",
-    "500",
-    "milliseconds from 1 to 5000",
-    "Longest wait to connect to Redis and for each answer; a down Redis fails a login within about twice this",
+pub const REDIS_TIMEOUT_MS: Setting<Duration> = Setting::millis(
+    EnvVar::with_default(
+        "REDIS_TIMEOUT_MS",
+        "500",
+        "milliseconds from 1 to 5000",
+        "Longest wait to connect to Redis and for each answer; a down Redis fails a login within about twice this",
+    ),
+    1,
+    5000,
 );
-/// The variables of the Redis store, for the README table and the config check.
-pub const ENV: &[EnvVar] = &[REDIS_URL, REDIS_KEY_PREFIX, REDIS_TIMEOUT_MS];
 
 /// Checks revocation and fills the cache in one atomic step, so a logout
 /// cannot land between the two and leave a revoked token in the cache.
@@ -80,21 +94,13 @@ impl RedisConfig {
     /// Reads `REDIS_*`; `None` when `REDIS_URL` is unset. Problems are
     /// recorded in `reader` and reported with every other one.
     pub fn from_env(reader: &mut EnvReader<'_>) -> Option<Self> {
-        let url = reader.parse_with(&REDIS_URL, RedisUrl::parse);
-        let key_prefix = reader.parse_with(&REDIS_KEY_PREFIX, |v| {
-            if v.len() > 100 || v.chars().any(char::is_whitespace) {
-                Err(String::new())
-            } else {
-                Ok(v.to_owned())
-            }
-        });
-        let timeout = reader
-            .int_in::<u64>(&REDIS_TIMEOUT_MS, 1, 5000)
-            .map(Duration::from_millis);
+        let url = reader.optional(&REDIS_URL);
+        let key_prefix = reader.get(&REDIS_KEY_PREFIX);
+        let timeout = reader.get(&REDIS_TIMEOUT_MS);
         Some(Self {
             url: url?,
-            key_prefix: key_prefix.unwrap_or_else(|| "cloudmart:auth:".to_owned()),
-            timeout: timeout.unwrap_or(Duration::from_millis(500)),
+            key_prefix,
+            timeout,
         })
     }
 }

@@ -361,12 +361,12 @@ async fn up(gateway_port: u16) -> ExitCode {
 /// orders go to MongoDB.
 fn store_file(env: &dyn Env) -> Option<String> {
     let set = |name: &str| env.var(name).filter(|v| !v.trim().is_empty());
-    if set(cloudmart_database::mongo::MONGODB_URI.name).is_some() {
+    if set(cloudmart_database::mongo::MONGODB_URI.var.name).is_some() {
         return None;
     }
-    let dir = set(cloudmart_database::DATA_DIR.name)
-        .or_else(|| cloudmart_database::DATA_DIR.default.map(str::to_owned))?;
-    let db = set(cloudmart_database::DB_NAME.name)
+    let dir = set(cloudmart_database::DATA_DIR.var.name)
+        .or_else(|| cloudmart_database::DATA_DIR.var.default.map(str::to_owned))?;
+    let db = set(cloudmart_database::DB_NAME.var.name)
         .unwrap_or_else(|| cloudmart_cli::stack::DEFAULT_DB_NAME.to_owned());
     Some(format!("{}/{db}.jsonl", dir.trim_end_matches('/')))
 }

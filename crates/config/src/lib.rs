@@ -1,8 +1,10 @@
 //! Typed configuration from environment variables, read once at startup.
 //!
-//! Every service describes the variables it reads as [`EnvVar`] constants.
-//! The same constants drive parsing, the error messages, the README tables
-//! and (later) the manifest checks, so the contract lives in one place.
+//! Every service declares the variables it reads as [`Setting`] constants:
+//! name, default, parse rule and meaning, once. Reading a setting parses it
+//! and records the declaration, so the README tables and doctor's manifest
+//! checks are made from what the code actually reads ([`FromEnv::settings`]),
+//! not from a list kept by hand.
 //!
 //! Reading never stops at the first problem: [`EnvReader`] collects every
 //! missing or invalid variable and [`EnvReader::finish`] reports them all in
@@ -10,8 +12,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::str::FromStr;
-use std::time::Duration;
+
+mod setting;
+
+pub use setting::Setting;
 
 /// Where configuration values come from.
 ///
@@ -175,10 +179,14 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Reads variables against their [`EnvVar`] contracts and collects problems.
+/// Reads [`Setting`]s and collects problems.
+///
+/// Every read also records the setting's declaration, so reading an empty
+/// environment lists what a configuration reads ([`FromEnv::settings`]).
 pub struct EnvReader<'a> {
     env: &'a dyn Env,
     problems: Vec<String>,
+    declared: Vec<EnvVar>,
 }
 
 impl<'a> EnvReader<'a> {
@@ -187,28 +195,46 @@ impl<'a> EnvReader<'a> {
         Self {
             env,
             problems: Vec::new(),
+            declared: Vec::new(),
         }
     }
 
-    /// The raw value, treating an empty string as unset.
-    fn raw(&self, var: &EnvVar) -> Option<String> {
-        self.env
-            .var(var.name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
+    /// The value of a setting that has a default. An invalid value is
+    /// recorded as a problem and the default stands in for it, so callers
+    /// need no fallback of their own ([`EnvReader::finish`] fails anyway).
+    ///
+    /// # Panics
+    ///
+    /// When the setting declares no default, or one its own rule refuses:
+    /// a mistake in the declaration, which each service's settings test
+    /// finds by reading an empty environment.
+    pub fn get<T>(&mut self, setting: &Setting<T>) -> T {
+        if let Some(value) = self.value(setting) {
+            return value;
+        }
+        match setting.default_value() {
+            Some(Ok(default)) => default,
+            Some(Err(why)) => panic!(
+                "{}: the declared default is refused by its own rule: {why}",
+                setting.var.name
+            ),
+            None => panic!(
+                "{} declares no default; read it with required() or optional()",
+                setting.var.name
+            ),
+        }
     }
 
-    fn invalid(&mut self, var: &EnvVar, value: &str, why: Option<&str>) {
-        let shown = if var.secret {
-            "<redacted>".to_owned()
-        } else {
-            format!("{value:?}")
-        };
-        let why = why.map(|w| format!(": {w}")).unwrap_or_default();
-        self.problems.push(format!(
-            "{}={shown} is invalid{why} (expected {})",
-            var.name, var.expected
-        ));
+    /// The value of a setting that must be set. Unset or invalid is a
+    /// problem, and `T::default()` stands in until [`EnvReader::finish`].
+    pub fn required<T: Default>(&mut self, setting: &Setting<T>) -> T {
+        self.value(setting).unwrap_or_default()
+    }
+
+    /// The value of a setting whose absence switches a feature off: `None`
+    /// when it is unset (or invalid, which is also a problem).
+    pub fn optional<T>(&mut self, setting: &Setting<T>) -> Option<T> {
+        self.value(setting)
     }
 
     /// Records a problem that is not about one value's syntax.
@@ -216,89 +242,10 @@ impl<'a> EnvReader<'a> {
         self.problems.push(problem.into());
     }
 
-    /// A string variable: its value, its default, or `None` when it is
-    /// optional and unset. A required variable that is unset is a problem.
-    pub fn string(&mut self, var: &EnvVar) -> Option<String> {
-        match self.raw(var) {
-            Some(v) => Some(v),
-            None if var.required => {
-                self.problems.push(format!(
-                    "{} is not set (expected {})",
-                    var.name, var.expected
-                ));
-                None
-            }
-            None => var.default.map(str::to_owned),
-        }
-    }
-
-    /// A variable parsed with `parse`, which returns why a value is rejected.
-    pub fn parse_with<T>(
-        &mut self,
-        var: &EnvVar,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        let from_env = self.raw(var);
-        let value = match (&from_env, var.default) {
-            (Some(v), _) => v.clone(),
-            (None, Some(d)) => d.to_owned(),
-            (None, None) => {
-                if var.required {
-                    self.problems.push(format!(
-                        "{} is not set (expected {})",
-                        var.name, var.expected
-                    ));
-                }
-                return None;
-            }
-        };
-        match parse(&value) {
-            Ok(v) => Some(v),
-            Err(why) => {
-                let why = (!why.is_empty()).then_some(why);
-                self.invalid(var, &value, why.as_deref());
-                None
-            }
-        }
-    }
-
-    /// A variable parsed with `FromStr`.
-    pub fn parse<T: FromStr>(&mut self, var: &EnvVar) -> Option<T> {
-        self.parse_with(var, |v| v.parse::<T>().map_err(|_| String::new()))
-    }
-
-    /// An integer within `min..=max`.
-    pub fn int_in<T>(&mut self, var: &EnvVar, min: T, max: T) -> Option<T>
-    where
-        T: FromStr + PartialOrd + Copy + fmt::Display,
-    {
-        self.parse_with(var, |v| match v.parse::<T>() {
-            Ok(n) if n >= min && n <= max => Ok(n),
-            Ok(_) => Err(format!("out of range {min}..={max}")),
-            Err(_) => Err("not a whole number".to_owned()),
-        })
-    }
-
-    /// A duration given in milliseconds, within `0..=max_ms`.
-    pub fn millis(&mut self, var: &EnvVar, max_ms: u64) -> Option<Duration> {
-        self.int_in(var, 0, max_ms).map(Duration::from_millis)
-    }
-
-    /// A float within `min..=max` (NaN is rejected).
-    pub fn float_in(&mut self, var: &EnvVar, min: f64, max: f64) -> Option<f64> {
-        self.parse_with(var, |v| match v.parse::<f64>() {
-            Ok(n) if n.is_finite() && n >= min && n <= max => Ok(n),
-            Ok(_) => Err(format!("out of range {min}..={max}")),
-            Err(_) => Err("not a number".to_owned()),
-        })
-    }
-
-    /// A base URL with an `http://` or `https://` scheme and a host.
-    /// The trailing slash is removed so paths can be appended.
-    pub fn url(&mut self, var: &EnvVar) -> Option<String> {
-        self.parse_with(var, |v| {
-            validate_base_url(v).map(|u| u.trim_end_matches('/').to_owned())
-        })
+    /// How many problems were found so far: lets a reader skip a check
+    /// across values when one of them is already reported as invalid.
+    pub fn problem_count(&self) -> usize {
+        self.problems.len()
     }
 
     /// Finishes reading: every problem found, in one error.
@@ -311,37 +258,93 @@ impl<'a> EnvReader<'a> {
             })
         }
     }
+
+    /// The parsed value from the environment; `None` when it is unset (a
+    /// problem if required) or invalid (a problem).
+    fn value<T>(&mut self, setting: &Setting<T>) -> Option<T> {
+        let var = setting.var;
+        self.declared.push(var);
+        let Some(raw) = self.raw(&var) else {
+            if var.required {
+                self.problems.push(format!(
+                    "{} is not set (expected {})",
+                    var.name, var.expected
+                ));
+            }
+            return None;
+        };
+        match setting.parse(&raw) {
+            Ok(value) => Some(value),
+            Err(why) => {
+                self.invalid(&var, &raw, &why);
+                None
+            }
+        }
+    }
+
+    /// The raw value, treating an empty string as unset.
+    fn raw(&self, var: &EnvVar) -> Option<String> {
+        self.env
+            .var(var.name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn invalid(&mut self, var: &EnvVar, value: &str, why: &str) {
+        let shown = if var.secret {
+            "<redacted>".to_owned()
+        } else {
+            format!("{value:?}")
+        };
+        let why = if why.is_empty() {
+            String::new()
+        } else {
+            format!(": {why}")
+        };
+        self.problems.push(format!(
+            "{}={shown} is invalid{why} (expected {})",
+            var.name, var.expected
+        ));
+    }
 }
 
-/// Checks that `value` looks like `http(s)://host[:port][/path]`.
-fn validate_base_url(value: &str) -> Result<&str, String> {
-    let rest = value
-        .strip_prefix("http://")
-        .or_else(|| value.strip_prefix("https://"))
-        .ok_or_else(|| "it must start with http:// or https://".to_owned())?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (authority, None),
-    };
-    if host.is_empty() {
-        return Err("it has no host".to_owned());
+/// A configuration read from declared [`Setting`]s.
+///
+/// `read` must read every setting whatever the values of the others, so
+/// that reading an empty environment visits every declaration: that visit
+/// is the list the README tables and doctor's checks are made from.
+pub trait FromEnv: Sized {
+    /// Reads every setting, recording problems in `r` instead of stopping.
+    fn read(r: &mut EnvReader<'_>) -> Self;
+
+    /// Reads from `env`, reporting every problem at once.
+    fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let mut r = EnvReader::new(env);
+        let config = Self::read(&mut r);
+        r.finish()?;
+        Ok(config)
     }
-    if let Some(port) = port
-        && port.parse::<u16>().is_err()
-    {
-        return Err(format!("port {port:?} is not a number from 0 to 65535"));
+
+    /// Every variable `read` reads, in the order it reads them.
+    fn settings() -> Vec<EnvVar> {
+        let empty = HashMap::new();
+        let mut r = EnvReader::new(&empty);
+        Self::read(&mut r);
+        r.declared
     }
-    Ok(value)
 }
 
 /// `PORT` with a per-service default.
-pub const fn port_var(default: &'static str) -> EnvVar {
-    EnvVar::with_default(
-        "PORT",
-        default,
-        "a TCP port from 0 to 65535",
-        "Port the HTTP server listens on (0 picks a free one)",
+pub const fn port(default: &'static str) -> Setting<u16> {
+    Setting::<u16>::whole(
+        EnvVar::with_default(
+            "PORT",
+            default,
+            "a TCP port from 0 to 65535",
+            "Port the HTTP server listens on (0 picks a free one)",
+        ),
+        0,
+        u16::MAX,
     )
 }
 
@@ -363,10 +366,23 @@ pub fn markdown_table(vars: &[EnvVar]) -> String {
 mod tests {
     use super::*;
 
-    const NAME: EnvVar = EnvVar::required("DB_NAME", "a database name", "db");
-    const RATE: EnvVar = EnvVar::with_default("RATE", "0", "a number from 0 to 1", "rate");
-    const URL: EnvVar = EnvVar::with_default("URL", "http://x:1", "an http URL", "url");
-    const SECRET: EnvVar = EnvVar::optional("SECRET", "32 or more bytes", "s").secret();
+    const NAME: Setting<String> =
+        Setting::text(EnvVar::required("DB_NAME", "a database name", "db"));
+    const RATE: Setting<f64> = Setting::number(
+        EnvVar::with_default("RATE", "0", "a number from 0 to 1", "rate"),
+        0.0,
+        1.0,
+    );
+    const URL: Setting<String> = Setting::url(EnvVar::with_default(
+        "URL",
+        "http://x:1",
+        "an http URL",
+        "url",
+    ));
+    const SECRET: Setting<String> = Setting::with(
+        EnvVar::optional("SECRET", "32 or more bytes", "s").secret(),
+        |_| Err("too short".to_owned()),
+    );
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
@@ -379,9 +395,9 @@ mod tests {
     fn every_problem_is_reported_in_one_line() {
         let e = env(&[("RATE", "2"), ("URL", "database:8080")]);
         let mut r = EnvReader::new(&e);
-        assert_eq!(r.string(&NAME), None);
-        assert_eq!(r.float_in(&RATE, 0.0, 1.0), None);
-        assert_eq!(r.url(&URL), None);
+        assert_eq!(r.required(&NAME), "");
+        assert_eq!(r.get(&RATE), 0.0, "the default stands in");
+        assert_eq!(r.get(&URL), "http://x:1");
         let err = r.finish().unwrap_err();
         let line = err.to_string();
         assert_eq!(err.problems().len(), 3);
@@ -395,9 +411,10 @@ mod tests {
     fn defaults_apply_and_empty_counts_as_unset() {
         let e = env(&[("RATE", " "), ("DB_NAME", "cloudmart")]);
         let mut r = EnvReader::new(&e);
-        assert_eq!(r.float_in(&RATE, 0.0, 1.0), Some(0.0));
-        assert_eq!(r.string(&NAME).as_deref(), Some("cloudmart"));
-        assert_eq!(r.url(&URL).as_deref(), Some("http://x:1"));
+        assert_eq!(r.get(&RATE), 0.0);
+        assert_eq!(r.required(&NAME), "cloudmart");
+        assert_eq!(r.get(&URL), "http://x:1");
+        assert_eq!(r.optional(&SECRET), None);
         r.finish().unwrap();
     }
 
@@ -405,19 +422,35 @@ mod tests {
     fn secret_values_are_never_echoed() {
         let e = env(&[("SECRET", "hunter2")]);
         let mut r = EnvReader::new(&e);
-        let _ = r.parse_with(&SECRET, |_| Err::<(), _>("too short".to_owned()));
+        assert_eq!(r.optional(&SECRET), None);
         let line = r.finish().unwrap_err().to_string();
         assert!(!line.contains("hunter2"), "{line}");
-        assert!(line.contains("<redacted>"), "{line}");
+        assert!(
+            line.contains("SECRET=<redacted> is invalid: too short"),
+            "{line}"
+        );
     }
 
     #[test]
-    fn url_validation_names_the_reason() {
-        assert!(validate_base_url("http://database-service:8080").is_ok());
-        assert!(validate_base_url("https://a/b").is_ok());
-        assert!(validate_base_url("ftp://a").is_err());
-        assert!(validate_base_url("http://:80").is_err());
-        assert!(validate_base_url("http://a:99999").is_err());
+    fn every_read_records_its_declaration_in_order() {
+        struct Both;
+        impl FromEnv for Both {
+            fn read(r: &mut EnvReader<'_>) -> Self {
+                r.get(&URL);
+                r.optional(&SECRET);
+                Both
+            }
+        }
+        let names: Vec<_> = Both::settings().iter().map(|v| v.name).collect();
+        assert_eq!(names, ["URL", "SECRET"]);
+    }
+
+    #[test]
+    #[should_panic(expected = "DB_NAME declares no default")]
+    fn reading_a_required_setting_as_defaulted_is_a_declaration_bug() {
+        let empty = env(&[]);
+        let mut r = EnvReader::new(&empty);
+        r.get(&NAME);
     }
 
     #[test]
@@ -427,5 +460,10 @@ mod tests {
         assert_eq!(layered.var("A").as_deref(), Some("9"));
         assert_eq!(layered.var("B").as_deref(), Some("2"));
         assert_eq!(layered.var("C"), None);
+    }
+
+    #[test]
+    fn the_port_default_parses() {
+        assert_eq!(port("3000").default_value(), Some(Ok(3000)));
     }
 }

@@ -26,7 +26,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch};
-use cloudmart_config::{ConfigError, Env, EnvReader, EnvVar, port_var};
+use cloudmart_config::{EnvReader, EnvVar, FromEnv, Setting, port};
 use cloudmart_http::chaos::{self, Chaos, ChaosConfig};
 use cloudmart_http::error::{ApiError, Json, Query};
 use cloudmart_http::health::{Check, Health};
@@ -49,34 +49,42 @@ use crate::store::{EmbeddedStore, Inserted, OrderStore, StoreError};
 pub const NAME: &str = "database-service";
 
 /// `PORT`.
-pub const PORT: EnvVar = port_var("8080");
+pub const PORT: Setting<u16> = port("8080");
 /// `DB_NAME`.
-pub const DB_NAME: EnvVar = EnvVar::required(
+pub const DB_NAME: Setting<String> = Setting::text(EnvVar::required(
     "DB_NAME",
     "the database name, e.g. cloudmart-db",
     "Database name (the embedded store's file name; the MongoDB database)",
-);
+));
 /// `DATA_DIR`.
-pub const DATA_DIR: EnvVar = EnvVar::with_default(
+pub const DATA_DIR: Setting<PathBuf> = Setting::parsed(EnvVar::with_default(
     "DATA_DIR",
     "data",
     "a writable directory",
     "Directory of the embedded store's data file",
-);
+));
 /// `DB_MAX_INFLIGHT`.
-pub const DB_MAX_INFLIGHT: EnvVar = EnvVar::with_default(
-    "DB_MAX_INFLIGHT",
-    "64",
-    "a whole number from 1 to 100000",
-    "Requests worked on at once; the excess gets 503 with Retry-After",
+pub const DB_MAX_INFLIGHT: Setting<usize> = Setting::<usize>::whole(
+    EnvVar::with_default(
+        "DB_MAX_INFLIGHT",
+        "64",
+        "a whole number from 1 to 100000",
+        "Requests worked on at once; the excess gets 503 with Retry-After",
+    ),
+    1,
+    100_000,
 );
 
 /// `DB_QUEUE_TIMEOUT_MS`.
-pub const DB_QUEUE_TIMEOUT_MS: EnvVar = EnvVar::with_default(
-    "DB_QUEUE_TIMEOUT_MS",
-    "0",
-    "milliseconds from 0 to 60000",
-    "How long a request may wait for one of the DB_MAX_INFLIGHT slots before it gets 503 (0 sheds at once)",
+pub const DB_QUEUE_TIMEOUT_MS: Setting<std::time::Duration> = Setting::millis(
+    EnvVar::with_default(
+        "DB_QUEUE_TIMEOUT_MS",
+        "0",
+        "milliseconds from 0 to 60000",
+        "How long a request may wait for one of the DB_MAX_INFLIGHT slots before it gets 503 (0 sheds at once)",
+    ),
+    0,
+    60_000,
 );
 
 /// Configuration.
@@ -100,29 +108,26 @@ pub struct Config {
     pub mongo: MongoOptions,
 }
 
-impl Config {
-    /// Reads every variable, reporting all problems at once.
-    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
-        let mut r = EnvReader::new(env);
-        let server = ServerConfig::from_env(&mut r, &PORT);
-        let db_name = r.string(&DB_NAME);
-        let data_dir = r.string(&DATA_DIR).map(PathBuf::from);
-        let max_inflight = r.int_in::<usize>(&DB_MAX_INFLIGHT, 1, 100_000);
-        let queue_timeout = r.millis(&DB_QUEUE_TIMEOUT_MS, 60_000);
-        let chaos = ChaosConfig::from_env(&mut r);
-        let mongodb_uri = r.string(&mongo::MONGODB_URI);
-        let mongo = MongoOptions::from_env(&mut r);
-        r.finish()?;
-        Ok(Self {
-            server,
-            db_name: db_name.unwrap_or_default(),
-            data_dir: data_dir.unwrap_or_default(),
-            max_inflight: max_inflight.unwrap_or(64),
-            queue_timeout: queue_timeout.unwrap_or_default(),
+impl FromEnv for Config {
+    fn read(r: &mut EnvReader<'_>) -> Self {
+        let port = r.get(&PORT);
+        let db_name = r.required(&DB_NAME);
+        let data_dir = r.get(&DATA_DIR);
+        let max_inflight = r.get(&DB_MAX_INFLIGHT);
+        let queue_timeout = r.get(&DB_QUEUE_TIMEOUT_MS);
+        let mongodb_uri = r.optional(&mongo::MONGODB_URI);
+        let mongo = MongoOptions::from_env(r);
+        let chaos = ChaosConfig::from_env(r);
+        Self {
+            server: ServerConfig::from_env(r, port),
+            db_name,
+            data_dir,
+            max_inflight,
+            queue_timeout,
             chaos,
             mongodb_uri,
             mongo,
-        })
+        }
     }
 }
 
@@ -327,25 +332,8 @@ pub struct Application;
 
 impl Service for Application {
     const NAME: &'static str = NAME;
-    const PORT: EnvVar = PORT;
+    const PORT: Setting<u16> = PORT;
     type Config = Config;
-
-    fn service_env_vars() -> Vec<EnvVar> {
-        let mut v = vec![
-            PORT,
-            DB_NAME,
-            DATA_DIR,
-            DB_MAX_INFLIGHT,
-            DB_QUEUE_TIMEOUT_MS,
-        ];
-        v.extend_from_slice(mongo::ENV);
-        v.extend_from_slice(chaos::ENV);
-        v
-    }
-
-    fn config(env: &dyn Env) -> Result<Config, ConfigError> {
-        Config::from_env(env)
-    }
 
     async fn build(config: Config) -> Result<App, StartupError> {
         let store: Arc<dyn OrderStore> = if let Some(uri) = &config.mongodb_uri {
@@ -404,5 +392,15 @@ impl Service for Application {
         );
         let server = Server::bind(&config.server, router).await?;
         Ok(App::new(server))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_only_the_settings_it_declares() {
+        cloudmart_run::check_settings::<Application>();
     }
 }

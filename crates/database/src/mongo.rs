@@ -23,7 +23,7 @@ use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloudmart_config::{EnvReader, EnvVar};
+use cloudmart_config::{EnvReader, EnvVar, Setting};
 use cloudmart_model::{NewOrder, NotificationState, Order, OrderItem, now_rfc3339};
 use cloudmart_retry::{Attempt, Backoff, Jitter, retry};
 use futures::TryStreamExt;
@@ -44,41 +44,49 @@ mod errors;
 use errors::{classify, is_duplicate_key, record_error};
 
 /// `MONGODB_URI`.
-pub const MONGODB_URI: EnvVar = EnvVar::optional(
-    "MONGODB_URI",
-    "a mongodb:// or mongodb+srv:// connection string",
-    "MongoDB connection string; unset means the embedded store",
-)
-// It may hold a password.
-.secret();
+pub const MONGODB_URI: Setting<String> = Setting::text(
+    EnvVar::optional(
+        "MONGODB_URI",
+        "a mongodb:// or mongodb+srv:// connection string",
+        "MongoDB connection string; unset means the embedded store",
+    )
+    // It may hold a password.
+    .secret(),
+);
 /// `MONGO_MAX_POOL_SIZE`.
-pub const MONGO_MAX_POOL_SIZE: EnvVar = EnvVar::with_default(
-    "MONGO_MAX_POOL_SIZE",
-    "10",
-    "a whole number from 1 to 1000",
-    "Most connections open to MongoDB at once; further operations wait for one",
+pub const MONGO_MAX_POOL_SIZE: Setting<u32> = Setting::<u32>::whole(
+    EnvVar::with_default(
+        "MONGO_MAX_POOL_SIZE",
+        "10",
+        "a whole number from 1 to 1000",
+        "Most connections open to MongoDB at once; further operations wait for one",
+    ),
+    1,
+    1000,
 );
 /// `MONGO_CONNECT_TIMEOUT_MS`.
-pub const MONGO_CONNECT_TIMEOUT_MS: EnvVar = EnvVar::with_default(
-    "MONGO_CONNECT_TIMEOUT_MS",
-    "2000",
-    "milliseconds from 1 to 60000",
-    "How long opening one connection to MongoDB may take",
+pub const MONGO_CONNECT_TIMEOUT_MS: Setting<Duration> = Setting::millis(
+    EnvVar::with_default(
+        "MONGO_CONNECT_TIMEOUT_MS",
+        "2000",
+        "milliseconds from 1 to 60000",
+        "How long opening one connection to MongoDB may take",
+    ),
+    1,
+    60_000,
 );
-/// `MONGO_SERVER_SELECTION_TIMEOUT_MS`.
-pub const MONGO_SERVER_SELECTION_TIMEOUT_MS: EnvVar = EnvVar::with_default(
-    "MONGO_SERVER_SELECTION_TIMEOUT_MS",
-    "800",
-    "milliseconds from 1 to 60000",
-    "How long an operation waits for a reachable MongoDB before failing with 503",
+/// `MONGO_SERVER_SELECTION_TIMEOUT_MS`. Under a second by default, so a
+/// caller learns MongoDB is gone within one.
+pub const MONGO_SERVER_SELECTION_TIMEOUT_MS: Setting<Duration> = Setting::millis(
+    EnvVar::with_default(
+        "MONGO_SERVER_SELECTION_TIMEOUT_MS",
+        "800",
+        "milliseconds from 1 to 60000",
+        "How long an operation waits for a reachable MongoDB before failing with 503",
+    ),
+    1,
+    60_000,
 );
-/// The variables of the MongoDB store, for the README table and the config check.
-pub const ENV: &[EnvVar] = &[
-    MONGODB_URI,
-    MONGO_MAX_POOL_SIZE,
-    MONGO_CONNECT_TIMEOUT_MS,
-    MONGO_SERVER_SELECTION_TIMEOUT_MS,
-];
 
 /// The collection orders live in.
 const COLLECTION: &str = "orders";
@@ -106,14 +114,10 @@ pub struct MongoOptions {
 }
 
 impl Default for MongoOptions {
-    /// The documented defaults of the `MONGO_*` variables.
+    /// The declared defaults of the `MONGO_*` variables.
     fn default() -> Self {
-        Self {
-            max_pool_size: 10,
-            connect_timeout: Duration::from_millis(2000),
-            // Under a second, so a caller learns MongoDB is gone within one.
-            server_selection_timeout: Duration::from_millis(800),
-        }
+        let unset = std::collections::HashMap::new();
+        Self::from_env(&mut EnvReader::new(&unset))
     }
 }
 
@@ -121,19 +125,10 @@ impl MongoOptions {
     /// Reads `MONGO_*`, recording invalid values in `reader` so they are
     /// reported together with every other configuration problem.
     pub fn from_env(reader: &mut EnvReader<'_>) -> Self {
-        let defaults = Self::default();
         Self {
-            max_pool_size: reader
-                .int_in(&MONGO_MAX_POOL_SIZE, 1, 1000)
-                .unwrap_or(defaults.max_pool_size),
-            connect_timeout: reader
-                .int_in(&MONGO_CONNECT_TIMEOUT_MS, 1, 60_000)
-                .map(Duration::from_millis)
-                .unwrap_or(defaults.connect_timeout),
-            server_selection_timeout: reader
-                .int_in(&MONGO_SERVER_SELECTION_TIMEOUT_MS, 1, 60_000)
-                .map(Duration::from_millis)
-                .unwrap_or(defaults.server_selection_timeout),
+            max_pool_size: reader.get(&MONGO_MAX_POOL_SIZE),
+            connect_timeout: reader.get(&MONGO_CONNECT_TIMEOUT_MS),
+            server_selection_timeout: reader.get(&MONGO_SERVER_SELECTION_TIMEOUT_MS),
         }
     }
 }
@@ -920,7 +915,13 @@ mod tests {
     fn options_default_and_reject_out_of_range_values() {
         let empty: HashMap<String, String> = HashMap::new();
         let mut r = EnvReader::new(&empty);
-        assert_eq!(MongoOptions::from_env(&mut r), MongoOptions::default());
+        let documented = MongoOptions {
+            max_pool_size: 10,
+            connect_timeout: Duration::from_millis(2000),
+            server_selection_timeout: Duration::from_millis(800),
+        };
+        assert_eq!(MongoOptions::from_env(&mut r), documented);
+        assert_eq!(MongoOptions::default(), documented);
         assert!(r.finish().is_ok());
 
         let env: HashMap<String, String> = [
@@ -942,11 +943,15 @@ mod tests {
     #[test]
     fn the_uri_is_secret_and_optional() {
         let uri = (
-            MONGODB_URI.secret,
-            MONGODB_URI.required,
-            MONGODB_URI.default,
+            MONGODB_URI.var.secret,
+            MONGODB_URI.var.required,
+            MONGODB_URI.var.default,
         );
-        let names: Vec<_> = ENV.iter().map(|v| v.name).collect();
+        let names: Vec<_> = <crate::Config as cloudmart_config::FromEnv>::settings()
+            .iter()
+            .map(|v| v.name)
+            .filter(|n| n.starts_with("MONGO"))
+            .collect();
 
         // Secret because it may hold a password; unset means the embedded store.
         assert_eq!(uri, (true, false, None));

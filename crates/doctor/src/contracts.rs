@@ -30,8 +30,7 @@ impl std::fmt::Debug for Contract {
 
 impl Contract {
     fn of<S: Service>() -> Self {
-        let mut empty = EnvReader::new(&NoEnv);
-        let default_port = empty.int_in::<u16>(&S::PORT, 0, u16::MAX).unwrap_or(0);
+        let default_port = EnvReader::new(&NoEnv).get(&S::PORT);
         Self {
             service: S::NAME,
             env: S::env_vars(),

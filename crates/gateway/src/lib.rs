@@ -24,7 +24,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use cloudmart_config::{ConfigError, Env, EnvReader, EnvVar, port_var};
+use cloudmart_config::{EnvReader, EnvVar, FromEnv, Setting, port};
 use cloudmart_http::client::{self, ClientConfig, Downstream, Retry};
 use cloudmart_http::error::{ApiError, BODY_LIMIT_BYTES};
 use cloudmart_http::health::{Check, Health, HttpCheck};
@@ -37,21 +37,21 @@ use serde_json::{Value, json};
 /// The binary and image name.
 pub const NAME: &str = "gateway";
 /// `PORT`.
-pub const PORT: EnvVar = port_var("8080");
+pub const PORT: Setting<u16> = port("8080");
 /// `API_SERVICE_URL`.
-pub const API_SERVICE_URL: EnvVar = EnvVar::with_default(
+pub const API_SERVICE_URL: Setting<String> = Setting::url(EnvVar::with_default(
     "API_SERVICE_URL",
     "http://api-service:3000",
     "an http:// URL such as http://api-service:3000",
     "Base URL of api-service (every /api/* except /api/auth/*)",
-);
+));
 /// `AUTH_SERVICE_URL`.
-pub const AUTH_SERVICE_URL: EnvVar = EnvVar::with_default(
+pub const AUTH_SERVICE_URL: Setting<String> = Setting::url(EnvVar::with_default(
     "AUTH_SERVICE_URL",
     "http://auth-service:3000",
     "an http:// URL such as http://auth-service:3000",
     "Base URL of auth-service (/api/auth/*)",
-);
+));
 
 /// Configuration.
 #[derive(Debug, Clone)]
@@ -66,21 +66,18 @@ pub struct Config {
     pub client: ClientConfig,
 }
 
-impl Config {
-    /// Reads every variable, reporting all problems at once.
-    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
-        let mut r = EnvReader::new(env);
-        let server = ServerConfig::from_env(&mut r, &PORT);
-        let api_url = r.url(&API_SERVICE_URL);
-        let auth_url = r.url(&AUTH_SERVICE_URL);
-        let client = ClientConfig::from_env(&mut r);
-        r.finish()?;
-        Ok(Self {
-            server,
-            api_url: api_url.unwrap_or_default(),
-            auth_url: auth_url.unwrap_or_default(),
+impl FromEnv for Config {
+    fn read(r: &mut EnvReader<'_>) -> Self {
+        let port = r.get(&PORT);
+        let api_url = r.get(&API_SERVICE_URL);
+        let auth_url = r.get(&AUTH_SERVICE_URL);
+        let client = ClientConfig::from_env(r);
+        Self {
+            server: ServerConfig::from_env(r, port),
+            api_url,
+            auth_url,
             client,
-        })
+        }
     }
 }
 
@@ -322,18 +319,8 @@ pub struct Application;
 
 impl Service for Application {
     const NAME: &'static str = NAME;
-    const PORT: EnvVar = PORT;
+    const PORT: Setting<u16> = PORT;
     type Config = Config;
-
-    fn service_env_vars() -> Vec<EnvVar> {
-        let mut v = vec![PORT, API_SERVICE_URL, AUTH_SERVICE_URL];
-        v.extend_from_slice(client::ENV);
-        v
-    }
-
-    fn config(env: &dyn Env) -> Result<Config, ConfigError> {
-        Config::from_env(env)
-    }
 
     async fn build(config: Config) -> Result<App, StartupError> {
         let metrics = MetricsBuilder::new().build();
@@ -373,6 +360,11 @@ impl Service for Application {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_only_the_settings_it_declares() {
+        cloudmart_run::check_settings::<Application>();
+    }
 
     fn forwarded(target: &str) -> Result<String, ApiError> {
         forwarded_path(&target.parse().expect("a valid request target"))

@@ -16,25 +16,30 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::error::ApiError;
 use crate::metrics::Registry;
-use cloudmart_config::{EnvReader, EnvVar};
+use cloudmart_config::{EnvReader, EnvVar, Setting};
 
 /// `CHAOS_FAILURE_RATE`.
-pub const CHAOS_FAILURE_RATE: EnvVar = EnvVar::with_default(
-    "CHAOS_FAILURE_RATE",
-    "0",
-    "a number from 0 to 1",
-    "Fraction of requests answered 500 on purpose (fault injection)",
+pub const CHAOS_FAILURE_RATE: Setting<f64> = Setting::number(
+    EnvVar::with_default(
+        "CHAOS_FAILURE_RATE",
+        "0",
+        "a number from 0 to 1",
+        "Fraction of requests answered 500 on purpose (fault injection)",
+    ),
+    0.0,
+    1.0,
 );
 /// `CHAOS_LATENCY_MS`.
-pub const CHAOS_LATENCY_MS: EnvVar = EnvVar::with_default(
-    "CHAOS_LATENCY_MS",
-    "0",
-    "milliseconds from 0 to 60000",
-    "Extra latency added to every request (fault injection)",
+pub const CHAOS_LATENCY_MS: Setting<Duration> = Setting::millis(
+    EnvVar::with_default(
+        "CHAOS_LATENCY_MS",
+        "0",
+        "milliseconds from 0 to 60000",
+        "Extra latency added to every request (fault injection)",
+    ),
+    0,
+    60_000,
 );
-
-/// The variables [`ChaosConfig::from_env`] reads.
-pub const ENV: &[EnvVar] = &[CHAOS_FAILURE_RATE, CHAOS_LATENCY_MS];
 
 /// How much chaos to inject.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -49,10 +54,8 @@ impl ChaosConfig {
     /// Reads `CHAOS_*`, recording out-of-range values in `reader`.
     pub fn from_env(reader: &mut EnvReader<'_>) -> Self {
         Self {
-            failure_rate: reader
-                .float_in(&CHAOS_FAILURE_RATE, 0.0, 1.0)
-                .unwrap_or(0.0),
-            latency: reader.millis(&CHAOS_LATENCY_MS, 60_000).unwrap_or_default(),
+            failure_rate: reader.get(&CHAOS_FAILURE_RATE),
+            latency: reader.get(&CHAOS_LATENCY_MS),
         }
     }
 

@@ -16,26 +16,31 @@ use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::metrics::ClientMetrics;
-use cloudmart_config::{EnvReader, EnvVar};
+use cloudmart_config::{EnvReader, EnvVar, Setting};
 use cloudmart_retry::{Attempt, Backoff, parse_retry_after, retry};
 
 /// `HTTP_CONNECT_TIMEOUT_MS`.
-pub const HTTP_CONNECT_TIMEOUT_MS: EnvVar = EnvVar::with_default(
-    "HTTP_CONNECT_TIMEOUT_MS",
-    "1000",
-    "milliseconds from 1 to 60000",
-    "Connect timeout for calls to other services",
+pub const HTTP_CONNECT_TIMEOUT_MS: Setting<Duration> = Setting::millis(
+    EnvVar::with_default(
+        "HTTP_CONNECT_TIMEOUT_MS",
+        "1000",
+        "milliseconds from 1 to 60000",
+        "Connect timeout for calls to other services",
+    ),
+    1,
+    60_000,
 );
 /// `HTTP_TIMEOUT_MS`.
-pub const HTTP_TIMEOUT_MS: EnvVar = EnvVar::with_default(
-    "HTTP_TIMEOUT_MS",
-    "5000",
-    "milliseconds from 1 to 300000",
-    "Whole-request timeout for one call attempt to another service",
+pub const HTTP_TIMEOUT_MS: Setting<Duration> = Setting::millis(
+    EnvVar::with_default(
+        "HTTP_TIMEOUT_MS",
+        "5000",
+        "milliseconds from 1 to 300000",
+        "Whole-request timeout for one call attempt to another service",
+    ),
+    1,
+    300_000,
 );
-
-/// The variables [`ClientConfig::from_env`] reads.
-pub const ENV: &[EnvVar] = &[HTTP_CONNECT_TIMEOUT_MS, HTTP_TIMEOUT_MS];
 
 /// Timeouts for outbound HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,27 +52,19 @@ pub struct ClientConfig {
 }
 
 impl Default for ClientConfig {
+    /// The declared defaults of `HTTP_*_TIMEOUT_MS`.
     fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(1),
-            timeout: Duration::from_secs(5),
-        }
+        let unset = std::collections::HashMap::new();
+        Self::from_env(&mut EnvReader::new(&unset))
     }
 }
 
 impl ClientConfig {
     /// Reads `HTTP_*_TIMEOUT_MS`.
     pub fn from_env(reader: &mut EnvReader<'_>) -> Self {
-        let d = Self::default();
         Self {
-            connect_timeout: reader
-                .int_in(&HTTP_CONNECT_TIMEOUT_MS, 1, 60_000)
-                .map(Duration::from_millis)
-                .unwrap_or(d.connect_timeout),
-            timeout: reader
-                .int_in(&HTTP_TIMEOUT_MS, 1, 300_000)
-                .map(Duration::from_millis)
-                .unwrap_or(d.timeout),
+            connect_timeout: reader.get(&HTTP_CONNECT_TIMEOUT_MS),
+            timeout: reader.get(&HTTP_TIMEOUT_MS),
         }
     }
 

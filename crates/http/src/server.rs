@@ -28,28 +28,36 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::error::{BODY_LIMIT_BYTES, json_errors, not_found};
 use crate::health::Health;
 use crate::metrics::Metrics;
-use cloudmart_config::{EnvReader, EnvVar};
+use cloudmart_config::{EnvReader, EnvVar, Setting};
 
 /// `HOST`.
-pub const HOST: EnvVar = EnvVar::with_default(
+pub const HOST: Setting<std::net::IpAddr> = Setting::parsed(EnvVar::with_default(
     "HOST",
     "0.0.0.0",
     "an IP address",
     "Address the HTTP server binds to",
-);
+));
 /// `REQUEST_TIMEOUT_MS`.
-pub const REQUEST_TIMEOUT_MS: EnvVar = EnvVar::with_default(
-    "REQUEST_TIMEOUT_MS",
-    "30000",
-    "milliseconds from 1 to 300000",
-    "Longest time this service spends on one inbound request",
+pub const REQUEST_TIMEOUT_MS: Setting<Duration> = Setting::millis(
+    EnvVar::with_default(
+        "REQUEST_TIMEOUT_MS",
+        "30000",
+        "milliseconds from 1 to 300000",
+        "Longest time this service spends on one inbound request",
+    ),
+    1,
+    300_000,
 );
 /// `SHUTDOWN_DRAIN_MS`.
-pub const SHUTDOWN_DRAIN_MS: EnvVar = EnvVar::with_default(
-    "SHUTDOWN_DRAIN_MS",
-    "10000",
-    "milliseconds from 0 to 120000",
-    "How long in-flight requests may run after SIGTERM before the process exits",
+pub const SHUTDOWN_DRAIN_MS: Setting<Duration> = Setting::millis(
+    EnvVar::with_default(
+        "SHUTDOWN_DRAIN_MS",
+        "10000",
+        "milliseconds from 0 to 120000",
+        "How long in-flight requests may run after SIGTERM before the process exits",
+    ),
+    0,
+    120_000,
 );
 
 /// Settings every server reads.
@@ -64,27 +72,15 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// Reads `HOST`, `PORT` (with the given contract), `REQUEST_TIMEOUT_MS`
-    /// and `SHUTDOWN_DRAIN_MS`.
-    pub fn from_env(reader: &mut EnvReader<'_>, port: &EnvVar) -> Self {
-        let host = reader
-            .parse::<std::net::IpAddr>(&HOST)
-            .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-        let port = reader.int_in::<u16>(port, 0, u16::MAX).unwrap_or(0);
+    /// Reads `HOST`, `REQUEST_TIMEOUT_MS` and `SHUTDOWN_DRAIN_MS`. The port
+    /// is the service's own setting (each has its default), read before.
+    pub fn from_env(reader: &mut EnvReader<'_>, port: u16) -> Self {
         Self {
-            addr: SocketAddr::new(host, port),
-            request_timeout: reader
-                .int_in(&REQUEST_TIMEOUT_MS, 1, 300_000)
-                .map(Duration::from_millis)
-                .unwrap_or(Duration::from_secs(30)),
-            drain: reader
-                .millis(&SHUTDOWN_DRAIN_MS, 120_000)
-                .unwrap_or(Duration::from_secs(10)),
+            addr: SocketAddr::new(reader.get(&HOST), port),
+            request_timeout: reader.get(&REQUEST_TIMEOUT_MS),
+            drain: reader.get(&SHUTDOWN_DRAIN_MS),
         }
     }
-
-    /// The variables besides `PORT` that [`ServerConfig::from_env`] reads.
-    pub const ENV: &'static [EnvVar] = &[HOST, REQUEST_TIMEOUT_MS, SHUTDOWN_DRAIN_MS];
 }
 
 /// What [`observe`] needs.

@@ -22,34 +22,42 @@
 
 use std::time::Duration;
 
-use cloudmart_config::{EnvReader, EnvVar};
+use cloudmart_config::{EnvReader, EnvVar, Setting};
 use cloudmart_redis::{Redis, RedisUrl};
 
 /// `REDIS_URL`.
-pub const REDIS_URL: EnvVar = EnvVar::optional(
-    "REDIS_URL",
-    "a redis://[user:password@]host:port[/db] URL",
-    "Redis that remembers notified orders across restarts; unset means in memory, per process",
-)
-// It may hold a password.
-.secret();
+pub const REDIS_URL: Setting<RedisUrl> = Setting::with(
+    EnvVar::optional(
+        "REDIS_URL",
+        "a redis://[user:password@]host:port[/db] URL",
+        "Redis that remembers notified orders across restarts; unset means in memory, per process",
+    )
+    // It may hold a password.
+    .secret(),
+    RedisUrl::parse,
+);
 /// `REDIS_TIMEOUT_MS`.
-pub const REDIS_TIMEOUT_MS: EnvVar = EnvVar::with_default(
-    "REDIS_TIMEOUT_MS",
-    "500",
-    "milliseconds from 1 to 5000",
-    "Longest wait to connect to Redis and for each answer before falling back to memory",
+pub const REDIS_TIMEOUT_MS: Setting<Duration> = Setting::millis(
+    EnvVar::with_default(
+        "REDIS_TIMEOUT_MS",
+        "500",
+        "milliseconds from 1 to 5000",
+        "Longest wait to connect to Redis and for each answer before falling back to memory",
+    ),
+    1,
+    5000,
 );
 /// `NOTIFY_DEDUPE_TTL_SECS`.
-pub const NOTIFY_DEDUPE_TTL_SECS: EnvVar = EnvVar::with_default(
-    "NOTIFY_DEDUPE_TTL_SECS",
-    "604800",
-    "seconds from 60 to 31536000",
-    "How long Redis remembers that an order was notified",
+pub const NOTIFY_DEDUPE_TTL_SECS: Setting<Duration> = Setting::secs(
+    EnvVar::with_default(
+        "NOTIFY_DEDUPE_TTL_SECS",
+        "604800",
+        "seconds from 60 to 31536000",
+        "How long Redis remembers that an order was notified",
+    ),
+    60,
+    31_536_000,
 );
-/// The variables of the durable de-duplication.
-pub const ENV: &[EnvVar] = &[REDIS_URL, REDIS_TIMEOUT_MS, NOTIFY_DEDUPE_TTL_SECS];
-
 /// Key of one notified order.
 const KEY_PREFIX: &str = "cloudmart:notified:";
 
@@ -64,17 +72,13 @@ pub struct DedupeConfig {
 impl DedupeConfig {
     /// Reads the variables; `None` when `REDIS_URL` is unset.
     pub fn from_env(reader: &mut EnvReader<'_>) -> Option<Self> {
-        let url = reader.parse_with(&REDIS_URL, RedisUrl::parse);
-        let timeout = reader
-            .int_in::<u64>(&REDIS_TIMEOUT_MS, 1, 5000)
-            .map(Duration::from_millis);
-        let ttl = reader
-            .int_in::<u64>(&NOTIFY_DEDUPE_TTL_SECS, 60, 31_536_000)
-            .map(Duration::from_secs);
+        let url = reader.optional(&REDIS_URL);
+        let timeout = reader.get(&REDIS_TIMEOUT_MS);
+        let ttl = reader.get(&NOTIFY_DEDUPE_TTL_SECS);
         Some(Self {
             url: url?,
-            timeout: timeout.unwrap_or(Duration::from_millis(500)),
-            ttl: ttl.unwrap_or(Duration::from_secs(604_800)),
+            timeout,
+            ttl,
         })
     }
 }

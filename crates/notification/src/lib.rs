@@ -33,7 +33,7 @@ use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use cloudmart_amqp::{AmqpConfig, RabbitCheck};
-use cloudmart_config::{ConfigError, Env, EnvReader, EnvVar, port_var};
+use cloudmart_config::{EnvReader, EnvVar, FromEnv, Setting, port};
 use cloudmart_http::chaos::{self, Chaos, ChaosConfig};
 use cloudmart_http::error::{ApiError, Json};
 use cloudmart_http::health::Health;
@@ -52,34 +52,50 @@ use crate::dedupe::{Claim, DedupeConfig, Durable};
 /// The binary and image name.
 pub const NAME: &str = "notification-service";
 /// `PORT`.
-pub const PORT: EnvVar = port_var("3000");
+pub const PORT: Setting<u16> = port("3000");
 /// `NOTIFY_HISTORY`.
-pub const NOTIFY_HISTORY: EnvVar = EnvVar::with_default(
-    "NOTIFY_HISTORY",
-    "100",
-    "a whole number from 1 to 100000",
-    "How many recent notifications GET /notifications keeps",
+pub const NOTIFY_HISTORY: Setting<usize> = Setting::<usize>::whole(
+    EnvVar::with_default(
+        "NOTIFY_HISTORY",
+        "100",
+        "a whole number from 1 to 100000",
+        "How many recent notifications GET /notifications keeps",
+    ),
+    1,
+    100_000,
 );
 /// `NOTIFY_PREFETCH`.
-pub const NOTIFY_PREFETCH: EnvVar = EnvVar::with_default(
-    "NOTIFY_PREFETCH",
-    "16",
-    "a whole number from 1 to 10000",
-    "Unacked messages RabbitMQ hands over at once; also how many are processed at once",
+pub const NOTIFY_PREFETCH: Setting<u16> = Setting::<u16>::whole(
+    EnvVar::with_default(
+        "NOTIFY_PREFETCH",
+        "16",
+        "a whole number from 1 to 10000",
+        "Unacked messages RabbitMQ hands over at once; also how many are processed at once",
+    ),
+    1,
+    10_000,
 );
 /// `NOTIFY_MAX_ATTEMPTS`.
-pub const NOTIFY_MAX_ATTEMPTS: EnvVar = EnvVar::with_default(
-    "NOTIFY_MAX_ATTEMPTS",
-    "5",
-    "a whole number from 1 to 100",
-    "Processing attempts per message before it goes to the dead-letter queue",
+pub const NOTIFY_MAX_ATTEMPTS: Setting<u32> = Setting::<u32>::whole(
+    EnvVar::with_default(
+        "NOTIFY_MAX_ATTEMPTS",
+        "5",
+        "a whole number from 1 to 100",
+        "Processing attempts per message before it goes to the dead-letter queue",
+    ),
+    1,
+    100,
 );
 /// `NOTIFY_DELAY_MS`.
-pub const NOTIFY_DELAY_MS: EnvVar = EnvVar::with_default(
-    "NOTIFY_DELAY_MS",
-    "0",
-    "milliseconds from 0 to 60000",
-    "Extra time spent on each message, to build a backlog on purpose",
+pub const NOTIFY_DELAY_MS: Setting<Duration> = Setting::millis(
+    EnvVar::with_default(
+        "NOTIFY_DELAY_MS",
+        "0",
+        "milliseconds from 0 to 60000",
+        "Extra time spent on each message, to build a backlog on purpose",
+    ),
+    0,
+    60_000,
 );
 
 /// Configuration.
@@ -103,29 +119,26 @@ pub struct Config {
     pub dedupe: Option<DedupeConfig>,
 }
 
-impl Config {
-    /// Reads every variable, reporting all problems at once.
-    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
-        let mut r = EnvReader::new(env);
-        let server = ServerConfig::from_env(&mut r, &PORT);
-        let history = r.int_in::<usize>(&NOTIFY_HISTORY, 1, 100_000);
-        let amqp = AmqpConfig::from_env(&mut r);
-        let prefetch = r.int_in::<u16>(&NOTIFY_PREFETCH, 1, 10_000);
-        let max_attempts = r.int_in::<u32>(&NOTIFY_MAX_ATTEMPTS, 1, 100);
-        let delay = r.millis(&NOTIFY_DELAY_MS, 60_000);
-        let chaos = ChaosConfig::from_env(&mut r);
-        let dedupe = DedupeConfig::from_env(&mut r);
-        r.finish()?;
-        Ok(Self {
-            server,
+impl FromEnv for Config {
+    fn read(r: &mut EnvReader<'_>) -> Self {
+        let port = r.get(&PORT);
+        let history = r.get(&NOTIFY_HISTORY);
+        let prefetch = r.get(&NOTIFY_PREFETCH);
+        let max_attempts = r.get(&NOTIFY_MAX_ATTEMPTS);
+        let delay = r.get(&NOTIFY_DELAY_MS);
+        let amqp = AmqpConfig::from_env(r);
+        let dedupe = DedupeConfig::from_env(r);
+        let chaos = ChaosConfig::from_env(r);
+        Self {
+            server: ServerConfig::from_env(r, port),
             dedupe,
-            history: history.unwrap_or(100),
+            history,
             amqp,
-            prefetch: prefetch.unwrap_or(16),
-            max_attempts: max_attempts.unwrap_or(5),
-            delay: delay.unwrap_or_default(),
+            prefetch,
+            max_attempts,
+            delay,
             chaos,
-        })
+        }
     }
 }
 
@@ -319,26 +332,8 @@ pub struct Application;
 
 impl Service for Application {
     const NAME: &'static str = NAME;
-    const PORT: EnvVar = PORT;
+    const PORT: Setting<u16> = PORT;
     type Config = Config;
-
-    fn service_env_vars() -> Vec<EnvVar> {
-        let mut v = vec![
-            PORT,
-            NOTIFY_HISTORY,
-            NOTIFY_PREFETCH,
-            NOTIFY_MAX_ATTEMPTS,
-            NOTIFY_DELAY_MS,
-        ];
-        v.extend_from_slice(cloudmart_amqp::ENV);
-        v.extend_from_slice(dedupe::ENV);
-        v.extend_from_slice(chaos::ENV);
-        v
-    }
-
-    fn config(env: &dyn Env) -> Result<Config, ConfigError> {
-        Config::from_env(env)
-    }
 
     async fn build(config: Config) -> Result<App, StartupError> {
         let mut metrics = MetricsBuilder::new();
@@ -394,6 +389,11 @@ impl Service for Application {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_only_the_settings_it_declares() {
+        cloudmart_run::check_settings::<Application>();
+    }
 
     fn req(id: &str) -> OrderCreated {
         OrderCreated {

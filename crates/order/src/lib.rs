@@ -29,8 +29,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cloudmart_amqp::{AmqpConfig, RabbitCheck};
-use cloudmart_config::{ConfigError, Env, EnvReader, EnvVar, port_var};
-use cloudmart_http::client::{self, ClientConfig, Downstream, Retry};
+use cloudmart_config::{EnvReader, EnvVar, FromEnv, Setting, port};
+use cloudmart_http::client::{ClientConfig, Downstream, Retry};
 use cloudmart_http::error::{ApiError, Json, Query};
 use cloudmart_http::health::{Health, HttpCheck};
 use cloudmart_http::metrics::MetricsBuilder;
@@ -53,41 +53,53 @@ use crate::relay::Relay;
 /// The binary and image name.
 pub const NAME: &str = "order-service";
 /// `PORT`.
-pub const PORT: EnvVar = port_var("3000");
+pub const PORT: Setting<u16> = port("3000");
 /// `DATABASE_URL`.
-pub const DATABASE_URL: EnvVar = EnvVar::with_default(
+pub const DATABASE_URL: Setting<String> = Setting::url(EnvVar::with_default(
     "DATABASE_URL",
     "http://database-service:8080",
     "an http:// URL such as http://database-service:8080",
     "Base URL of database-service",
-);
+));
 /// `NOTIFICATION_URL`.
-pub const NOTIFICATION_URL: EnvVar = EnvVar::with_default(
+pub const NOTIFICATION_URL: Setting<String> = Setting::url(EnvVar::with_default(
     "NOTIFICATION_URL",
     "http://notification-service:3000",
     "an http:// URL such as http://notification-service:3000",
     "Base URL of notification-service (HTTP mode, when AMQP_URL is unset)",
-);
+));
 /// `RELAY_INTERVAL_MS`.
-pub const RELAY_INTERVAL_MS: EnvVar = EnvVar::with_default(
-    "RELAY_INTERVAL_MS",
-    "1000",
-    "milliseconds from 10 to 60000",
-    "How often the relay looks for orders whose notification is still pending",
+pub const RELAY_INTERVAL_MS: Setting<Duration> = Setting::millis(
+    EnvVar::with_default(
+        "RELAY_INTERVAL_MS",
+        "1000",
+        "milliseconds from 10 to 60000",
+        "How often the relay looks for orders whose notification is still pending",
+    ),
+    10,
+    60_000,
 );
 /// `RELAY_MIN_AGE_MS`.
-pub const RELAY_MIN_AGE_MS: EnvVar = EnvVar::with_default(
-    "RELAY_MIN_AGE_MS",
-    "2000",
-    "milliseconds from 0 to 3600000",
-    "How old a pending order must be before the relay announces it (younger ones are still on the request path)",
+pub const RELAY_MIN_AGE_MS: Setting<Duration> = Setting::millis(
+    EnvVar::with_default(
+        "RELAY_MIN_AGE_MS",
+        "2000",
+        "milliseconds from 0 to 3600000",
+        "How old a pending order must be before the relay announces it (younger ones are still on the request path)",
+    ),
+    0,
+    3_600_000,
 );
 /// `RELAY_BATCH`.
-pub const RELAY_BATCH: EnvVar = EnvVar::with_default(
-    "RELAY_BATCH",
-    "200",
-    "a whole number from 1 to 1000",
-    "Pending orders the relay announces per pass; a full batch starts the next pass at once",
+pub const RELAY_BATCH: Setting<usize> = Setting::<usize>::whole(
+    EnvVar::with_default(
+        "RELAY_BATCH",
+        "200",
+        "a whole number from 1 to 1000",
+        "Pending orders the relay announces per pass; a full batch starts the next pass at once",
+    ),
+    1,
+    1000,
 );
 
 /// Configuration.
@@ -113,31 +125,28 @@ pub struct Config {
     pub relay_batch: usize,
 }
 
-impl Config {
-    /// Reads every variable, reporting all problems at once.
-    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
-        let mut r = EnvReader::new(env);
-        let server = ServerConfig::from_env(&mut r, &PORT);
-        let database_url = r.url(&DATABASE_URL);
-        let notification_url = r.url(&NOTIFICATION_URL);
-        let client = ClientConfig::from_env(&mut r);
-        let retry = Backoff::from_env(&mut r);
-        let amqp = AmqpConfig::from_env(&mut r);
-        let relay_interval = r.int_in::<u64>(&RELAY_INTERVAL_MS, 10, 60_000);
-        let relay_min_age = r.millis(&RELAY_MIN_AGE_MS, 3_600_000);
-        let relay_batch = r.int_in::<usize>(&RELAY_BATCH, 1, 1000);
-        r.finish()?;
-        Ok(Self {
-            server,
-            database_url: database_url.unwrap_or_default(),
-            notification_url: notification_url.unwrap_or_default(),
+impl FromEnv for Config {
+    fn read(r: &mut EnvReader<'_>) -> Self {
+        let port = r.get(&PORT);
+        let database_url = r.get(&DATABASE_URL);
+        let notification_url = r.get(&NOTIFICATION_URL);
+        let relay_interval = r.get(&RELAY_INTERVAL_MS);
+        let relay_min_age = r.get(&RELAY_MIN_AGE_MS);
+        let relay_batch = r.get(&RELAY_BATCH);
+        let amqp = AmqpConfig::from_env(r);
+        let retry = Backoff::from_env(r);
+        let client = ClientConfig::from_env(r);
+        Self {
+            server: ServerConfig::from_env(r, port),
+            database_url,
+            notification_url,
             client,
-            retry: retry.unwrap_or_default(),
+            retry,
             amqp,
-            relay_interval: Duration::from_millis(relay_interval.unwrap_or(1000)),
-            relay_min_age: relay_min_age.unwrap_or(Duration::from_secs(2)),
-            relay_batch: relay_batch.unwrap_or(200),
-        })
+            relay_interval,
+            relay_min_age,
+            relay_batch,
+        }
     }
 }
 
@@ -283,27 +292,8 @@ pub struct Application;
 
 impl Service for Application {
     const NAME: &'static str = NAME;
-    const PORT: EnvVar = PORT;
+    const PORT: Setting<u16> = PORT;
     type Config = Config;
-
-    fn service_env_vars() -> Vec<EnvVar> {
-        let mut v = vec![
-            PORT,
-            DATABASE_URL,
-            NOTIFICATION_URL,
-            RELAY_INTERVAL_MS,
-            RELAY_MIN_AGE_MS,
-            RELAY_BATCH,
-        ];
-        v.extend_from_slice(cloudmart_amqp::ENV);
-        v.extend_from_slice(cloudmart_retry::ENV);
-        v.extend_from_slice(client::ENV);
-        v
-    }
-
-    fn config(env: &dyn Env) -> Result<Config, ConfigError> {
-        Config::from_env(env)
-    }
 
     async fn build(config: Config) -> Result<App, StartupError> {
         let mut builder = MetricsBuilder::new();
@@ -383,6 +373,11 @@ impl Service for Application {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn reads_only_the_settings_it_declares() {
+        cloudmart_run::check_settings::<Application>();
+    }
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

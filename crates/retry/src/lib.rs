@@ -15,7 +15,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use cloudmart_config::{EnvReader, EnvVar};
+use cloudmart_config::{EnvReader, EnvVar, Setting};
 
 /// Upper bound for any configured delay.
 const MAX_DELAY_LIMIT: Duration = Duration::from_secs(60);
@@ -269,44 +269,61 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     )
 }
 
-/// `RETRY_MAX_ATTEMPTS`.
-pub const RETRY_MAX_ATTEMPTS: EnvVar = EnvVar::with_default(
-    "RETRY_MAX_ATTEMPTS",
-    "3",
-    "a whole number from 1 to 100",
-    "Attempts per downstream call, the first one included",
+/// `RETRY_MAX_ATTEMPTS`. Only its syntax is checked here; the range is
+/// [`Backoff::try_new`]'s, which reports it with the other invariants.
+pub const RETRY_MAX_ATTEMPTS: Setting<u32> = Setting::<u32>::whole(
+    EnvVar::with_default(
+        "RETRY_MAX_ATTEMPTS",
+        "3",
+        "a whole number from 1 to 100",
+        "Attempts per downstream call, the first one included",
+    ),
+    0,
+    u32::MAX,
 );
 /// `RETRY_BASE_DELAY_MS`.
-pub const RETRY_BASE_DELAY_MS: EnvVar = EnvVar::with_default(
-    "RETRY_BASE_DELAY_MS",
-    "100",
-    "milliseconds from 0 to 60000",
-    "Delay cap before the first retry; doubles for each retry after it",
+pub const RETRY_BASE_DELAY_MS: Setting<Duration> = Setting::millis(
+    EnvVar::with_default(
+        "RETRY_BASE_DELAY_MS",
+        "100",
+        "milliseconds from 0 to 60000",
+        "Delay cap before the first retry; doubles for each retry after it",
+    ),
+    0,
+    u64::MAX,
 );
 /// `RETRY_MAX_DELAY_MS`.
-pub const RETRY_MAX_DELAY_MS: EnvVar = EnvVar::with_default(
-    "RETRY_MAX_DELAY_MS",
-    "2000",
-    "milliseconds from 0 to 60000",
-    "Largest delay between two attempts, Retry-After included (0 with a 0 base retries at once)",
+pub const RETRY_MAX_DELAY_MS: Setting<Duration> = Setting::millis(
+    EnvVar::with_default(
+        "RETRY_MAX_DELAY_MS",
+        "2000",
+        "milliseconds from 0 to 60000",
+        "Largest delay between two attempts, Retry-After included (0 with a 0 base retries at once)",
+    ),
+    0,
+    u64::MAX,
 );
-
-/// The variables [`Backoff::from_env`] reads.
-pub const ENV: &[EnvVar] = &[RETRY_MAX_ATTEMPTS, RETRY_BASE_DELAY_MS, RETRY_MAX_DELAY_MS];
 
 impl Backoff {
     /// Reads the policy from `RETRY_*`, recording problems in `reader`.
-    pub fn from_env(reader: &mut EnvReader<'_>) -> Option<Self> {
-        let attempts = reader.int_in(&RETRY_MAX_ATTEMPTS, 0, u32::MAX)?;
-        let base = reader.millis(&RETRY_BASE_DELAY_MS, u64::MAX)?;
-        let max = reader.millis(&RETRY_MAX_DELAY_MS, u64::MAX)?;
+    /// While a problem stands, the default policy stands in for this one.
+    pub fn from_env(reader: &mut EnvReader<'_>) -> Self {
+        let before = reader.problem_count();
+        let attempts = reader.get(&RETRY_MAX_ATTEMPTS);
+        let base = reader.get(&RETRY_BASE_DELAY_MS);
+        let max = reader.get(&RETRY_MAX_DELAY_MS);
+        if reader.problem_count() > before {
+            // A value that did not parse is reported already; checking the
+            // default that stands in for it would report a problem nobody set.
+            return Self::default();
+        }
         match Self::try_new(base, max, attempts, Jitter::Full) {
-            Ok(policy) => Some(policy),
+            Ok(policy) => policy,
             Err(errors) => {
                 for e in errors {
                     reader.problem(e.to_string());
                 }
-                None
+                Self::default()
             }
         }
     }
@@ -390,9 +407,32 @@ mod tests {
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect();
         let mut r = EnvReader::new(&env);
-        assert!(Backoff::from_env(&mut r).is_none());
-        let msg = r.finish().unwrap_err().to_string();
+        let _stand_in = Backoff::from_env(&mut r);
+        let err = r.finish().unwrap_err();
+        let msg = err.to_string();
         assert!(msg.contains("RETRY_BASE_DELAY_MS=\"abc\""), "{msg}");
+        // The zero attempts are not checked against a base nobody set.
+        assert_eq!(err.problems().len(), 1, "{msg}");
+    }
+
+    #[test]
+    fn a_policy_that_cannot_work_is_reported_and_the_default_stands_in() {
+        let env: std::collections::HashMap<String, String> = [
+            ("RETRY_MAX_ATTEMPTS", "0"),
+            ("RETRY_BASE_DELAY_MS", "500"),
+            ("RETRY_MAX_DELAY_MS", "100"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let mut r = EnvReader::new(&env);
+        let policy = Backoff::from_env(&mut r);
+        let msg = r.finish().unwrap_err().to_string();
+        assert!(
+            msg.contains("RETRY_MAX_ATTEMPTS must be at least 1"),
+            "{msg}"
+        );
+        assert_eq!(policy.max_attempts(), Backoff::default().max_attempts());
     }
 
     #[test]

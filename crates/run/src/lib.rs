@@ -11,9 +11,11 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cloudmart_config::{ConfigError, Env, EnvReader, EnvVar, ProcessEnv};
+use cloudmart_config::{ConfigError, Env, EnvReader, EnvVar, FromEnv, ProcessEnv, Setting};
 
+mod settings;
 mod workers;
+pub use settings::check_settings;
 pub use workers::{Workers, stopped};
 
 /// A boxed startup error.
@@ -23,27 +25,26 @@ pub type StartupError = Box<dyn std::error::Error + Send + Sync>;
 pub trait Service: Sized + Send + 'static {
     /// The binary and image name, e.g. `database-service`.
     const NAME: &'static str;
-    /// The `PORT` contract, with this service's default.
-    const PORT: EnvVar;
-    /// Typed configuration.
-    type Config: Send + 'static;
+    /// The `PORT` setting, with this service's default.
+    const PORT: Setting<u16>;
+    /// Typed configuration, read from declared settings.
+    type Config: FromEnv + Send + 'static;
 
-    /// The variables this service reads beyond the ones every service
-    /// reads (its own, and the shared parts it uses: retry, client, chaos).
-    fn service_env_vars() -> Vec<EnvVar>;
-
-    /// Every variable the process reads, for docs and manifest checks: the
-    /// service's own, then the server's (`HOST`, timeouts) and telemetry's,
-    /// which every service reads through this crate.
+    /// Every variable the process reads, for docs and manifest checks: what
+    /// its config reads, found by reading it (not listed by hand), then
+    /// telemetry's, which every service reads through this crate. A config
+    /// reads `PORT` and its own settings first and the server's last, so
+    /// the README tables list them in that order.
     fn env_vars() -> Vec<EnvVar> {
-        let mut vars = Self::service_env_vars();
-        vars.extend_from_slice(cloudmart_http::server::ServerConfig::ENV);
-        vars.extend_from_slice(cloudmart_telemetry::ENV);
+        let mut vars = Self::Config::settings();
+        vars.extend(cloudmart_telemetry::TelemetryConfig::settings());
         vars
     }
 
     /// Reads the configuration, reporting every problem at once.
-    fn config(env: &dyn Env) -> Result<Self::Config, ConfigError>;
+    fn config(env: &dyn Env) -> Result<Self::Config, ConfigError> {
+        Self::Config::from_env(env)
+    }
 
     /// Binds the listener, connects what must be connected at start-up and
     /// starts the background loops.
@@ -139,9 +140,11 @@ pub async fn main<S: Service>() -> ExitCode {
 }
 
 /// `GET /health` on the local port; exit 0 on a 200.
-fn healthcheck(env: &dyn Env, port: &EnvVar) -> ExitCode {
+fn healthcheck(env: &dyn Env, port: &Setting<u16>) -> ExitCode {
+    // The probe needs the real port, so 0 ("pick a free one") is refused.
+    let port = Setting::<u16>::whole(port.var, 1, u16::MAX);
     let mut reader = EnvReader::new(env);
-    let port = reader.int_in::<u16>(port, 1, u16::MAX).unwrap_or(0);
+    let port = reader.get(&port);
     if let Err(e) = reader.finish() {
         eprintln!("healthcheck: {e}");
         return ExitCode::from(1);

@@ -7,13 +7,16 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
-use cloudmart_config::EnvVar;
+use cloudmart_config::{EnvVar, Setting};
 
 /// `LOG_FORMAT`.
-pub const LOG_FORMAT: EnvVar = EnvVar::optional(
-    "LOG_FORMAT",
-    "json or text",
-    "Log line format, json or text; unset means text on a terminal and JSON anywhere else (containers, pipes, files)",
+pub const LOG_FORMAT: Setting<LogFormat> = Setting::with(
+    EnvVar::optional(
+        "LOG_FORMAT",
+        "json or text",
+        "Log line format, json or text; unset means text on a terminal and JSON anywhere else (containers, pipes, files)",
+    ),
+    LogFormat::parse,
 );
 
 /// How log lines are written.
@@ -37,14 +40,29 @@ impl LogFormat {
     /// being told to.
     pub fn choose(value: Option<&str>, is_terminal: bool) -> Result<Self, String> {
         match value.map(str::trim).filter(|v| !v.is_empty()) {
-            None if is_terminal => Ok(Self::Text),
-            None => Ok(Self::Json),
-            Some(v) if v.eq_ignore_ascii_case("json") => Ok(Self::Json),
-            Some(v) if v.eq_ignore_ascii_case("text") => Ok(Self::Text),
-            Some(v) => Err(format!(
-                "invalid configuration: {}={v:?} is invalid (expected {})",
-                LOG_FORMAT.name, LOG_FORMAT.expected
-            )),
+            None => Ok(Self::when_unset(is_terminal)),
+            Some(v) => Self::parse(v).map_err(|_| {
+                format!(
+                    "invalid configuration: {}={v:?} is invalid (expected {})",
+                    LOG_FORMAT.var.name, LOG_FORMAT.var.expected
+                )
+            }),
+        }
+    }
+
+    /// The format when `LOG_FORMAT` is unset.
+    pub fn when_unset(is_terminal: bool) -> Self {
+        if is_terminal { Self::Text } else { Self::Json }
+    }
+
+    /// A set `LOG_FORMAT`: `json` or `text`, in any case.
+    fn parse(value: &str) -> Result<Self, String> {
+        if value.eq_ignore_ascii_case("json") {
+            Ok(Self::Json)
+        } else if value.eq_ignore_ascii_case("text") {
+            Ok(Self::Text)
+        } else {
+            Err(String::new())
         }
     }
 

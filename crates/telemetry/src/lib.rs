@@ -36,7 +36,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use cloudmart_config::{Env, EnvVar};
+use cloudmart_config::{Env, EnvReader, EnvVar, FromEnv, Setting};
 
 mod export;
 mod format;
@@ -55,32 +55,51 @@ use export::tracer_provider;
 use line::{LineFormat, ServiceFieldLayer};
 
 /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
-pub const OTEL_EXPORTER_OTLP_ENDPOINT: EnvVar = EnvVar::optional(
+pub const OTEL_EXPORTER_OTLP_ENDPOINT: Setting<String> = Setting::text(EnvVar::optional(
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "an http:// URL of an OTLP/HTTP collector",
     "Where spans are exported (OTLP over HTTP); unset means no export",
-);
+));
 /// `OTEL_SERVICE_NAME`.
-pub const OTEL_SERVICE_NAME: EnvVar = EnvVar::optional(
+pub const OTEL_SERVICE_NAME: Setting<String> = Setting::text(EnvVar::optional(
     "OTEL_SERVICE_NAME",
     "a service name",
     "Service name on spans and log lines; defaults to the binary's name",
-);
+));
 /// `RUST_LOG`.
-pub const RUST_LOG: EnvVar = EnvVar::with_default(
-    "RUST_LOG",
-    "info",
-    "a tracing filter such as info or debug,hyper=warn",
-    "Log level filter",
+pub const RUST_LOG: Setting<String> = Setting::with(
+    EnvVar::with_default(
+        "RUST_LOG",
+        "info",
+        "a tracing filter such as info or debug,hyper=warn",
+        "Log level filter",
+    ),
+    |v| {
+        EnvFilter::try_new(v)
+            .map(|_| v.to_owned())
+            .map_err(|e| e.to_string())
+    },
 );
 
-/// The variables [`init`] reads.
-pub const ENV: &[EnvVar] = &[
-    OTEL_EXPORTER_OTLP_ENDPOINT,
-    OTEL_SERVICE_NAME,
-    RUST_LOG,
-    LOG_FORMAT,
-];
+/// What [`init`] reads from the environment.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    endpoint: Option<String>,
+    service_name: Option<String>,
+    filter: String,
+    format: Option<LogFormat>,
+}
+
+impl FromEnv for TelemetryConfig {
+    fn read(r: &mut EnvReader<'_>) -> Self {
+        Self {
+            endpoint: r.optional(&OTEL_EXPORTER_OTLP_ENDPOINT),
+            service_name: r.optional(&OTEL_SERVICE_NAME),
+            filter: r.get(&RUST_LOG),
+            format: r.optional(&LOG_FORMAT),
+        }
+    }
+}
 
 /// Finished spans waiting for export at most; past this they are dropped
 /// (and counted) rather than held in memory or waited for.
@@ -195,31 +214,29 @@ fn build<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let named = env
-        .var(OTEL_SERVICE_NAME.name)
-        .filter(|s| !s.trim().is_empty());
+    let config = TelemetryConfig::from_env(env).map_err(|e| TelemetryError(e.to_string()))?;
     // OTEL_SERVICE_NAME names the whole process; without it each hop's spans
     // carry the service that ran them.
-    let per_hop = named.is_none();
-    let service = named.unwrap_or_else(|| default_service.to_owned());
-    let filter = env
-        .var(RUST_LOG.name)
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| "info".to_owned());
+    let per_hop = config.service_name.is_none();
+    let service = config
+        .service_name
+        .unwrap_or_else(|| default_service.to_owned());
+    let filter = config.filter;
     // opentelemetry-otlp warns once per failed batch; HopExporter reports
-    // export failures itself, at most once per WARN_INTERVAL.
+    // export failures itself, at most once per WARN_INTERVAL. RUST_LOG's
+    // rule has checked the user's part already, so this only fails if the
+    // fixed part below is broken.
     let filter = EnvFilter::try_new(format!(
         "{filter},hyper=warn,h2=warn,reqwest=warn,tower=warn,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry-otlp=error"
     ))
     .map_err(|e| {
         TelemetryError(format!(
             "invalid configuration: RUST_LOG={filter:?} is invalid: {e} (expected {})",
-            RUST_LOG.expected
+            RUST_LOG.var.expected
         ))
     })?;
-    let format =
-        LogFormat::choose(env.var(LOG_FORMAT.name).as_deref(), terminal).map_err(TelemetryError)?;
-    let endpoint = export_endpoint(env);
+    let format = config.format.unwrap_or(LogFormat::when_unset(terminal));
+    let endpoint = config.endpoint;
     let provider = tracer_provider(&service, endpoint.as_deref(), per_hop)?;
     let tracer = provider.tracer(service.clone());
 
@@ -252,11 +269,4 @@ where
             exporting: endpoint.is_some(),
         },
     ))
-}
-
-/// `OTEL_EXPORTER_OTLP_ENDPOINT`, when set and not blank: the only thing
-/// that turns export on.
-fn export_endpoint(env: &dyn Env) -> Option<String> {
-    env.var(OTEL_EXPORTER_OTLP_ENDPOINT.name)
-        .filter(|s| !s.trim().is_empty())
 }

@@ -311,15 +311,21 @@ fn a_terminal_gets_text_lines_that_end_with_the_trace_id() {
         )),
         "{text}"
     );
-    let bad = HashMap::from([(LOG_FORMAT.name.to_owned(), "xml".to_owned())]);
+    let bad = HashMap::from([(LOG_FORMAT.var.name.to_owned(), "xml".to_owned())]);
     let err = build("svc", &bad, io::sink, false).err().unwrap();
     assert!(err.to_string().contains("LOG_FORMAT=\"xml\""), "{err}");
 }
 
 #[test]
 fn nothing_is_exported_without_an_endpoint() {
-    let env =
-        |v: &str| HashMap::from([(OTEL_EXPORTER_OTLP_ENDPOINT.name.to_owned(), v.to_owned())]);
+    let env = |v: &str| {
+        HashMap::from([(
+            OTEL_EXPORTER_OTLP_ENDPOINT.var.name.to_owned(),
+            v.to_owned(),
+        )])
+    };
+    let export_endpoint =
+        |env: &HashMap<String, String>| TelemetryConfig::from_env(env).unwrap().endpoint;
     assert_eq!(export_endpoint(&HashMap::<String, String>::new()), None);
     assert_eq!(export_endpoint(&env("  ")), None);
     assert_eq!(
@@ -438,4 +444,28 @@ async fn a_collector_that_is_down_costs_one_warning_per_interval() {
         back[0]
     );
     assert_eq!(recorder.got.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn every_bad_telemetry_variable_is_named_at_once() {
+    let bad = HashMap::from([
+        (RUST_LOG.var.name.to_owned(), "info,[".to_owned()),
+        (LOG_FORMAT.var.name.to_owned(), "xml".to_owned()),
+    ]);
+    let err = build("svc", &bad, io::sink, false)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.starts_with("invalid configuration: RUST_LOG=\"info,[\" is invalid: "),
+        "{err}"
+    );
+    assert!(
+        err.contains("(expected a tracing filter such as info or debug,hyper=warn)"),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("; LOG_FORMAT=\"xml\" is invalid (expected json or text)"),
+        "{err}"
+    );
 }

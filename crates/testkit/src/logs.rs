@@ -108,6 +108,7 @@ fn capture(export: bool) -> &'static Capture {
         if let Some(collector) = traces {
             env.insert(
                 cloudmart_telemetry::OTEL_EXPORTER_OTLP_ENDPOINT
+                    .var
                     .name
                     .to_owned(),
                 collector.endpoint().to_owned(),

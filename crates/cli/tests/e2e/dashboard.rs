@@ -36,7 +36,7 @@ fn ports() -> BTreeMap<&'static str, u16> {
     ]
     .into_iter()
     .map(|(name, var)| {
-        let port = var.default.and_then(|p| p.parse().ok());
+        let port = var.default_value().and_then(Result::ok);
         (name, port.expect("PORT has a numeric default"))
     })
     .collect()
