@@ -8,6 +8,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cloudmart_http::error::{ApiError, Json};
+use cloudmart_model::Identity;
 use serde::Deserialize;
 
 use crate::client_addr::client_addr;
@@ -263,14 +264,14 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
     }
 }
 
-fn valid(subject: &str, role: Option<&str>, expires_at: u64) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "valid": true,
-        "guest": false,
-        "subject": subject,
-        "role": role.unwrap_or(ROLE_CUSTOMER),
-        "expires_at": expires_at,
-    }))
+fn valid(subject: &str, role: Option<&str>, expires_at: u64) -> Json<Identity> {
+    Json(Identity {
+        valid: true,
+        guest: false,
+        subject: subject.to_owned(),
+        role: role.unwrap_or(ROLE_CUSTOMER).to_owned(),
+        expires_at: Some(expires_at),
+    })
 }
 
 /// Redis failed during validation: say so once, and carry on without it.
@@ -281,11 +282,9 @@ fn warn_fail_open(cause: &StoreError) {
 pub(crate) async fn validate(
     State(s): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, AuthError> {
+) -> Result<Json<Identity>, AuthError> {
     let Some(token) = bearer(&headers)? else {
-        return Ok(Json(
-            serde_json::json!({"valid": true, "guest": true, "subject": GUEST, "role": GUEST}),
-        ));
+        return Ok(Json(Identity::guest()));
     };
     let key = token_key(token);
     let caching = !s.token_cache.is_zero();
