@@ -18,6 +18,8 @@
 //! escaped (see [`forwarded_path`]), so `/api/../metrics` cannot reach
 //! api-service's own `/metrics`.
 
+use std::collections::BTreeMap;
+
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -30,9 +32,11 @@ use cloudmart_http::error::{ApiError, BODY_LIMIT_BYTES};
 use cloudmart_http::health::{Check, Health, HttpCheck};
 use cloudmart_http::metrics::MetricsBuilder;
 use cloudmart_http::server::{self, Server, ServerConfig};
+use cloudmart_model::{
+    DownstreamReadiness, ErrorDetail, Readiness, ReadyStatus, SystemHealth, SystemStatus,
+};
 use cloudmart_retry::Backoff;
 use cloudmart_run::{App, Service, StartupError};
-use serde_json::{Value, json};
 
 /// The binary and image name.
 pub const NAME: &str = "gateway";
@@ -268,29 +272,39 @@ async fn to_auth(State(s): State<AppState>, req: Request) -> Response {
 /// `GET /api/health`: every downstream's `/ready` in one document.
 async fn system_health(State(s): State<AppState>) -> Response {
     let (api, auth) = futures::join!(readiness(&s.api), readiness(&s.auth));
-    let all_ready = api.0 && auth.0;
-    let downstreams = json!({ s.api.name(): api.1, s.auth.name(): auth.1 });
-    if all_ready {
-        let degraded = [&api.1, &auth.1]
-            .iter()
-            .any(|d| d["detail"]["status"] == "degraded");
-        let status = if degraded { "degraded" } else { "ok" };
-        return axum::Json(json!({"status": status, "downstreams": downstreams})).into_response();
-    }
-    let failing: Vec<&str> = [(s.api.name(), api.0), (s.auth.name(), auth.0)]
+    let failing: Vec<&str> = [(s.api.name(), &api), (s.auth.name(), &auth)]
         .into_iter()
-        .filter(|(_, ok)| !ok)
+        .filter(|(_, d)| !d.ready)
         .map(|(n, _)| n)
         .collect();
-    let body = json!({
-        "error": {"code": "degraded", "message": format!("not ready: {}", failing.join(", "))},
-        "status": "degraded",
-        "downstreams": downstreams,
+    let degraded = [&api, &auth].iter().any(|d| {
+        d.detail
+            .as_ref()
+            .is_some_and(|r| r.status == ReadyStatus::Degraded)
+    });
+    let mut body = SystemHealth {
+        error: None,
+        status: if failing.is_empty() && !degraded {
+            SystemStatus::Ok
+        } else {
+            SystemStatus::Degraded
+        },
+        downstreams: BTreeMap::from([
+            (s.api.name().to_owned(), api),
+            (s.auth.name().to_owned(), auth),
+        ]),
+    };
+    if failing.is_empty() {
+        return axum::Json(body).into_response();
+    }
+    body.error = Some(ErrorDetail {
+        code: "degraded".to_owned(),
+        message: format!("not ready: {}", failing.join(", ")),
     });
     (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }
 
-async fn readiness(d: &Downstream) -> (bool, Value) {
+async fn readiness(d: &Downstream) -> DownstreamReadiness {
     let url = format!("{}/ready", d.base_url());
     match d
         .client()
@@ -301,16 +315,19 @@ async fn readiness(d: &Downstream) -> (bool, Value) {
     {
         Ok(r) => {
             let status = r.status();
-            let detail = r.json::<Value>().await.unwrap_or(Value::Null);
-            (
-                status.is_success(),
-                json!({"ready": status.is_success(), "status": status.as_u16(), "detail": detail}),
-            )
+            DownstreamReadiness {
+                ready: status.is_success(),
+                status: Some(status.as_u16()),
+                detail: r.json::<Readiness>().await.ok(),
+                error: None,
+            }
         }
-        Err(e) => (
-            false,
-            json!({"ready": false, "error": client::describe_error(&e)}),
-        ),
+        Err(e) => DownstreamReadiness {
+            ready: false,
+            status: None,
+            detail: None,
+            error: Some(client::describe_error(&e)),
+        },
     }
 }
 

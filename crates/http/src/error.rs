@@ -81,8 +81,13 @@ impl ApiError {
     }
 
     /// The JSON body.
-    pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({"error": {"code": self.code, "message": self.message}})
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message.clone(),
+            },
+        }
     }
 }
 
@@ -112,21 +117,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The error body as sent on the wire, for clients that parse it.
-#[derive(Debug, Clone, serde::Deserialize, Serialize, PartialEq, Eq)]
-pub struct ErrorBody {
-    /// The error.
-    pub error: ErrorDetail,
-}
-
-/// The inside of [`ErrorBody`].
-#[derive(Debug, Clone, serde::Deserialize, Serialize, PartialEq, Eq)]
-pub struct ErrorDetail {
-    /// Stable code.
-    pub code: String,
-    /// Human message.
-    pub message: String,
-}
+pub use cloudmart_model::{ErrorBody, ErrorDetail};
 
 /// Error codes of a 503 that means "a dependency of mine is down" rather
 /// than "I am busy": database-service without MongoDB, auth-service without

@@ -15,7 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::future::{BoxFuture, join_all};
-use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+use cloudmart_model::{CHECK_OK, ErrorDetail, Liveness, Readiness, ReadyStatus};
 
 use crate::metrics::Metrics;
 
@@ -112,14 +114,14 @@ impl Health {
 
     /// Runs every check: whether every required one passed, and each
     /// check's `ok` or why not.
-    pub async fn readiness(&self) -> (bool, Map<String, Value>) {
+    pub async fn readiness(&self) -> (bool, BTreeMap<String, String>) {
         let (ok, _, checks) = self.states().await;
         (ok, checks)
     }
 
     /// Like [`Health::readiness`], plus whether a check that is not
     /// required failed (the service is degraded).
-    async fn states(&self) -> (bool, bool, Map<String, Value>) {
+    async fn states(&self) -> (bool, bool, BTreeMap<String, String>) {
         let results = join_all(self.checks.iter().map(|c| async move {
             let outcome = match tokio::time::timeout(CHECK_TIMEOUT, c.check()).await {
                 Ok(r) => r,
@@ -130,17 +132,17 @@ impl Health {
         .await;
         let mut ok = true;
         let mut degraded = false;
-        let mut checks = Map::new();
+        let mut checks = BTreeMap::new();
         for (name, required, outcome) in results {
             let v = match outcome {
-                Ok(()) => Value::from("ok"),
+                Ok(()) => CHECK_OK.to_owned(),
                 Err(e) => {
                     if required {
                         ok = false;
                     } else {
                         degraded = true;
                     }
-                    Value::from(e)
+                    e
                 }
             };
             checks.insert(name, v);
@@ -158,28 +160,44 @@ impl Health {
     }
 }
 
-async fn live(State(h): State<Health>) -> Json<Value> {
-    Json(json!({"status": "ok", "service": h.service}))
+async fn live(State(h): State<Health>) -> Json<Liveness> {
+    Json(Liveness {
+        status: CHECK_OK.to_owned(),
+        service: h.service.to_string(),
+    })
 }
 
 async fn ready(State(h): State<Health>) -> Response {
     let (ok, degraded, checks) = h.states().await;
+    let service = h.service.to_string();
     if ok {
-        let status = if degraded { "degraded" } else { "ready" };
-        return Json(json!({"status": status, "service": h.service, "checks": checks}))
-            .into_response();
+        let status = if degraded {
+            ReadyStatus::Degraded
+        } else {
+            ReadyStatus::Ready
+        };
+        let body = Readiness {
+            error: None,
+            status,
+            service,
+            checks,
+        };
+        return Json(body).into_response();
     }
     let failed: Vec<String> = checks
         .iter()
-        .filter(|(_, v)| v.as_str() != Some("ok"))
-        .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or_default()))
+        .filter(|(_, v)| v.as_str() != CHECK_OK)
+        .map(|(k, v)| format!("{k}: {v}"))
         .collect();
-    let body = json!({
-        "error": {"code": "not_ready", "message": format!("not ready: {}", failed.join("; "))},
-        "status": "not_ready",
-        "service": h.service,
-        "checks": checks,
-    });
+    let body = Readiness {
+        error: Some(ErrorDetail {
+            code: "not_ready".to_owned(),
+            message: format!("not ready: {}", failed.join("; ")),
+        }),
+        status: ReadyStatus::NotReady,
+        service,
+        checks,
+    };
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 

@@ -1,6 +1,6 @@
 //! Every message between CloudMart services, in JSON.
 //!
-//! The order, the notification announcing it (the same body over HTTP and
+//! The order, the error body, `/health` and `/ready`, the notification announcing it (the same body over HTTP and
 //! RabbitMQ), the notification state and the headers the hops agree on live
 //! here once, so a sender and its receiver cannot drift apart. A state is an
 //! enum that serialises to the strings stores already hold (`"pending"`,
@@ -8,6 +8,13 @@
 //! same on every store.
 
 use serde::{Deserialize, Serialize};
+
+mod health;
+
+pub use health::{
+    CHECK_OK, DownstreamReadiness, ErrorBody, ErrorDetail, Liveness, Readiness, ReadyStatus,
+    SystemHealth, SystemStatus,
+};
 
 /// Largest quantity of one line.
 pub const MAX_QUANTITY: u32 = 1000;
