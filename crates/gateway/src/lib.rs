@@ -24,6 +24,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use cloudmart_config::{EnvReader, EnvVar, FromEnv, Setting, port};
@@ -40,16 +41,13 @@ use cloudmart_run::{App, Service, StartupError};
 
 /// The binary and image name.
 pub const NAME: &str = "gateway";
-/// `PORT`.
 pub const PORT: Setting<u16> = port("8080");
-/// `API_SERVICE_URL`.
 pub const API_SERVICE_URL: Setting<String> = Setting::url(EnvVar::with_default(
     "API_SERVICE_URL",
     "http://api-service:3000",
     "an http:// URL such as http://api-service:3000",
     "Base URL of api-service (every /api/* except /api/auth/*)",
 ));
-/// `AUTH_SERVICE_URL`.
 pub const AUTH_SERVICE_URL: Setting<String> = Setting::url(EnvVar::with_default(
     "AUTH_SERVICE_URL",
     "http://auth-service:3000",
@@ -57,14 +55,14 @@ pub const AUTH_SERVICE_URL: Setting<String> = Setting::url(EnvVar::with_default(
     "Base URL of auth-service (/api/auth/*)",
 ));
 
-/// Configuration.
+/// Everything this service reads from its environment, once, at startup.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Listener and timeouts.
     pub server: ServerConfig,
-    /// api-service.
+    /// Where api-service answers (`API_SERVICE_URL`).
     pub api_url: String,
-    /// auth-service.
+    /// Where auth-service answers (`AUTH_SERVICE_URL`).
     pub auth_url: String,
     /// Outbound timeouts.
     pub client: ClientConfig,
@@ -156,40 +154,33 @@ fn is_dot_segment(segment: &str) -> bool {
     )
 }
 
-async fn proxy(to: &Downstream, req: Request) -> Response {
+/// Gives every request an `X-Request-Id` before anything else runs (the
+/// caller's, when it is usable) and returns it on every answer, so a 404,
+/// a 413 or a timeout from the shared stack carries it as a proxied answer
+/// does, and the id in a trainee's curl output is the one in the logs.
+async fn with_request_id(mut req: Request, next: Next) -> Response {
+    let id = request_id(req.headers());
+    req.headers_mut().insert("x-request-id", id.clone());
+    let mut response = next.run(req).await;
+    response.headers_mut().insert("x-request-id", id);
+    response
+}
+
+async fn proxy(to: &Downstream, req: Request) -> Result<Response, ApiError> {
     let peer = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
     let (parts, body) = req.into_parts();
-    let id = request_id(&parts.headers);
-    let path = match forwarded_path(&parts.uri) {
-        Ok(path) => path,
-        Err(e) => {
-            let mut response = e.into_response();
-            response.headers_mut().insert("x-request-id", id);
-            return response;
-        }
-    };
-    let body: Bytes = match axum::body::to_bytes(body, BODY_LIMIT_BYTES).await {
-        Ok(b) => b,
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!(
-                    "the request body is larger than {} KiB",
-                    BODY_LIMIT_BYTES / 1024
-                ),
-            )
-            .into_response();
-        }
-    };
+    let path = forwarded_path(&parts.uri)?;
+    // The shared stack has already read the body within its limit.
+    let body: Bytes = axum::body::to_bytes(body, BODY_LIMIT_BYTES)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("the request body could not be read: {e}")))?;
     let mut headers = HeaderMap::with_capacity(parts.headers.len() + 1);
     for (name, value) in parts.headers.iter().filter(|(n, _)| forwardable(n)) {
         headers.append(name.clone(), value.clone());
     }
-    headers.insert("x-request-id", id.clone());
     if let Some(ip) = peer {
         // Append the caller to X-Forwarded-For so auth-service can rate-limit per client.
         let chain = match parts
@@ -209,16 +200,11 @@ async fn proxy(to: &Downstream, req: Request) -> Response {
         .send(parts.method.clone(), &path, Retry::Never, |r| {
             r.headers(headers.clone()).body(body.clone())
         })
-        .await;
-    let upstream = match upstream {
-        Ok(r) => r,
-        Err(t) => {
+        .await
+        .map_err(|t| {
             tracing::error!(downstream = to.name(), error = %t.cause, "{} {path} -> {}", parts.method, t);
-            let mut response = t.to_api_error().into_response();
-            response.headers_mut().insert("x-request-id", id);
-            return response;
-        }
-    };
+            t.to_api_error()
+        })?;
     let status = upstream.status();
     // A 5xx that is not CloudMart's JSON error (a proxy in front of the
     // hop, a URL naming the wrong port) would be rewritten by the shared
@@ -229,43 +215,32 @@ async fn proxy(to: &Downstream, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if status.is_server_error() && !json {
-        let mut response = client::upstream_error(to.name(), upstream)
-            .await
-            .into_response();
-        response.headers_mut().insert("x-request-id", id);
-        return response;
+        return Err(client::upstream_error(to.name(), upstream).await);
     }
     let mut out_headers = HeaderMap::with_capacity(upstream.headers().len() + 1);
     for (name, value) in upstream.headers().iter().filter(|(n, _)| forwardable(n)) {
         out_headers.append(name.clone(), value.clone());
     }
-    let bytes = match upstream.bytes().await {
-        Ok(b) => b,
-        Err(e) => {
-            let cause = client::describe_error(&e);
-            tracing::error!(downstream = to.name(), error = %cause, "{} broke off its answer: {cause}", to.name());
-            let mut response = ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                format!("{} broke off its answer: {cause}", to.name()),
-            )
-            .into_response();
-            response.headers_mut().insert("x-request-id", id);
-            return response;
-        }
-    };
+    let bytes = upstream.bytes().await.map_err(|e| {
+        let cause = client::describe_error(&e);
+        tracing::error!(downstream = to.name(), error = %cause, "{} broke off its answer: {cause}", to.name());
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            format!("{} broke off its answer: {cause}", to.name()),
+        )
+    })?;
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
     *response.headers_mut() = out_headers;
-    response.headers_mut().insert("x-request-id", id);
-    response
+    Ok(response)
 }
 
-async fn to_api(State(s): State<AppState>, req: Request) -> Response {
+async fn to_api(State(s): State<AppState>, req: Request) -> Result<Response, ApiError> {
     proxy(&s.api, req).await
 }
 
-async fn to_auth(State(s): State<AppState>, req: Request) -> Response {
+async fn to_auth(State(s): State<AppState>, req: Request) -> Result<Response, ApiError> {
     proxy(&s.auth, req).await
 }
 
@@ -369,7 +344,8 @@ impl Service for Application {
             Box::new(HttpCheck::new("auth-service", &config.auth_url, http)),
         ];
         let health = Health::new(NAME, checks, metrics.clone());
-        let router = server::standard(NAME, routes, health, metrics, &config.server);
+        let router = server::standard(NAME, routes, health, metrics, &config.server)
+            .layer(middleware::from_fn(with_request_id));
         Ok(App::new(Server::bind(&config.server, router).await?))
     }
 }

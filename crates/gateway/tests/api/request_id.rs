@@ -97,3 +97,43 @@ async fn an_empty_or_overlong_request_id_is_replaced() {
         assert_eq!(got.header("x-request-id"), Some(returned));
     }
 }
+
+#[tokio::test]
+async fn answers_the_gateway_gives_itself_carry_the_request_id_too() {
+    // Arrange
+    let api = Upstream::start("api").await;
+    let gateway = gateway_to(&api.url(), &[]).await;
+
+    // Act: a 404 from the shared stack's fallback, and a 413 from its body
+    // limit, neither of which reaches the proxy.
+    let not_found = gateway
+        .client
+        .get(format!("{}/orders", gateway.url))
+        .header("x-request-id", "mine-404")
+        .send()
+        .await
+        .unwrap();
+    let too_large = raw(
+        gateway.addr,
+        &format!(
+            "POST /api/orders HTTP/1.1\r\nX-Request-Id: mine-413\r\nContent-Length: {}\r\nExpect: 100-continue",
+            cloudmart_http::error::BODY_LIMIT_BYTES + 1
+        ),
+        b"",
+    )
+    .await;
+    let anonymous = gateway.get("/nowhere").await;
+
+    // Assert
+    assert_eq!(not_found.status(), 404);
+    assert_eq!(not_found.headers()["x-request-id"], "mine-404");
+    assert_eq!(too_large.status, 413, "{too_large:?}");
+    assert_eq!(
+        too_large.headers.get("x-request-id").map(String::as_str),
+        Some("mine-413")
+    );
+    assert_eq!(anonymous.status(), 404);
+    let generated = anonymous.headers()["x-request-id"].to_str().unwrap();
+    assert!(is_uuid(generated), "{generated}");
+    assert!(api.received().is_empty(), "nothing was forwarded");
+}
