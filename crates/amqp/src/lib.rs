@@ -59,7 +59,6 @@ pub const AMQP_URL: Setting<(String, String)> = Setting::with(
     .secret(),
     parse_url,
 );
-/// `AMQP_EXCHANGE`.
 pub const AMQP_EXCHANGE: Setting<String> = Setting::with(
     EnvVar::with_default(
         "AMQP_EXCHANGE",
@@ -69,7 +68,6 @@ pub const AMQP_EXCHANGE: Setting<String> = Setting::with(
     ),
     validate_name,
 );
-/// `AMQP_QUEUE`.
 pub const AMQP_QUEUE: Setting<String> = Setting::with(
     EnvVar::with_default(
         "AMQP_QUEUE",

@@ -34,16 +34,13 @@ use serde::Deserialize;
 
 /// The binary and image name.
 pub const NAME: &str = "api-service";
-/// `PORT`.
 pub const PORT: Setting<u16> = port("3000");
-/// `AUTH_SERVICE_URL`.
 pub const AUTH_SERVICE_URL: Setting<String> = Setting::url(EnvVar::with_default(
     "AUTH_SERVICE_URL",
     "http://auth-service:3000",
     "an http:// URL such as http://auth-service:3000",
     "Base URL of auth-service",
 ));
-/// `ORDER_SERVICE_URL`.
 pub const ORDER_SERVICE_URL: Setting<String> = Setting::url(EnvVar::with_default(
     "ORDER_SERVICE_URL",
     "http://order-service:3000",
@@ -51,14 +48,14 @@ pub const ORDER_SERVICE_URL: Setting<String> = Setting::url(EnvVar::with_default
     "Base URL of order-service",
 ));
 
-/// Configuration.
+/// Everything this service reads from its environment, once, at startup.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Listener and timeouts.
     pub server: ServerConfig,
-    /// auth-service.
+    /// Where auth-service answers (`AUTH_SERVICE_URL`).
     pub auth_url: String,
-    /// order-service.
+    /// Where order-service answers (`ORDER_SERVICE_URL`).
     pub order_url: String,
     /// Outbound timeouts.
     pub client: ClientConfig,

@@ -9,9 +9,7 @@ use cloudmart_http::server::ServerConfig;
 
 use crate::redis_store::RedisConfig;
 
-/// `PORT`.
 pub const PORT: Setting<u16> = port("3000");
-/// `JWT_SECRET`.
 pub const JWT_SECRET: Setting<Secret> = Setting::with(
     EnvVar::optional(
         "JWT_SECRET",
@@ -27,7 +25,6 @@ pub const JWT_SECRET: Setting<Secret> = Setting::with(
         }
     },
 );
-/// `JWT_TTL_SECS`.
 pub const JWT_TTL_SECS: Setting<Duration> = Setting::secs(
     EnvVar::with_default(
         "JWT_TTL_SECS",
@@ -38,7 +35,6 @@ pub const JWT_TTL_SECS: Setting<Duration> = Setting::secs(
     60,
     MAX_TTL_SECS,
 );
-/// `AUTH_HASH_CONCURRENCY`.
 pub const AUTH_HASH_CONCURRENCY: Setting<usize> = Setting::<usize>::whole(
     EnvVar::with_default(
         "AUTH_HASH_CONCURRENCY",
@@ -49,7 +45,6 @@ pub const AUTH_HASH_CONCURRENCY: Setting<usize> = Setting::<usize>::whole(
     1,
     64,
 );
-/// `AUTH_SEED_USERS`.
 pub const AUTH_SEED_USERS: Setting<bool> = Setting::parsed(EnvVar::with_default(
     "AUTH_SEED_USERS",
     "true",
@@ -57,7 +52,6 @@ pub const AUTH_SEED_USERS: Setting<bool> = Setting::parsed(EnvVar::with_default(
     "Create the demo users alice/alice-secret, bob/bob-secret and the admin operator/operator-secret at start-up",
 ));
 
-/// `LOGIN_MAX_PER_ACCOUNT`.
 pub const LOGIN_MAX_PER_ACCOUNT: Setting<u64> = Setting::<u64>::whole(
     EnvVar::with_default(
         "LOGIN_MAX_PER_ACCOUNT",
@@ -68,7 +62,6 @@ pub const LOGIN_MAX_PER_ACCOUNT: Setting<u64> = Setting::<u64>::whole(
     0,
     1_000_000,
 );
-/// `LOGIN_MAX_PER_CLIENT`.
 pub const LOGIN_MAX_PER_CLIENT: Setting<u64> = Setting::<u64>::whole(
     EnvVar::with_default(
         "LOGIN_MAX_PER_CLIENT",
@@ -79,7 +72,6 @@ pub const LOGIN_MAX_PER_CLIENT: Setting<u64> = Setting::<u64>::whole(
     0,
     1_000_000,
 );
-/// `LOGIN_WINDOW_SECS`.
 pub const LOGIN_WINDOW_SECS: Setting<Duration> = Setting::secs(
     EnvVar::with_default(
         "LOGIN_WINDOW_SECS",
@@ -90,7 +82,6 @@ pub const LOGIN_WINDOW_SECS: Setting<Duration> = Setting::secs(
     1,
     86_400,
 );
-/// `TOKEN_CACHE_SECS`.
 pub const TOKEN_CACHE_SECS: Setting<Duration> = Setting::secs(
     EnvVar::with_default(
         "TOKEN_CACHE_SECS",
@@ -101,7 +92,6 @@ pub const TOKEN_CACHE_SECS: Setting<Duration> = Setting::secs(
     0,
     86_400,
 );
-/// `TRUSTED_PROXY_HOPS`.
 pub const TRUSTED_PROXY_HOPS: Setting<usize> = Setting::<usize>::whole(
     EnvVar::with_default(
         "TRUSTED_PROXY_HOPS",
@@ -137,7 +127,7 @@ pub struct LoginLimits {
     pub window: Duration,
 }
 
-/// Configuration.
+/// Everything this service reads from its environment, once, at startup.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Listener and timeouts.

@@ -27,7 +27,6 @@ use redis::{RedisResult, Script};
 
 use crate::store::{AuthStore, CacheEntry, CachedToken, LoginCounts, StoreError, Window};
 
-/// `REDIS_URL`.
 pub const REDIS_URL: Setting<RedisUrl> = Setting::with(
     EnvVar::optional(
         "REDIS_URL",
@@ -38,7 +37,6 @@ pub const REDIS_URL: Setting<RedisUrl> = Setting::with(
     .secret(),
     RedisUrl::parse,
 );
-/// `REDIS_KEY_PREFIX`.
 pub const REDIS_KEY_PREFIX: Setting<String> = Setting::with(
     EnvVar::with_default(
         "REDIS_KEY_PREFIX",
@@ -54,7 +52,6 @@ pub const REDIS_KEY_PREFIX: Setting<String> = Setting::with(
         }
     },
 );
-/// `REDIS_TIMEOUT_MS`.
 pub const REDIS_TIMEOUT_MS: Setting<Duration> = Setting::millis(
     EnvVar::with_default(
         "REDIS_TIMEOUT_MS",

@@ -30,17 +30,11 @@ pub const DEFAULT_DB_NAME: &str = "cloudmart-db";
 /// Ports for each service; 0 picks a free one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ports {
-    /// gateway.
     pub gateway: u16,
-    /// api-service.
     pub api: u16,
-    /// auth-service.
     pub auth: u16,
-    /// order-service.
     pub order: u16,
-    /// database-service.
     pub database: u16,
-    /// notification-service.
     pub notification: u16,
 }
 

@@ -48,22 +48,18 @@ use crate::store::{EmbeddedStore, Inserted, OrderStore, StoreError};
 /// The binary and image name.
 pub const NAME: &str = "database-service";
 
-/// `PORT`.
 pub const PORT: Setting<u16> = port("8080");
-/// `DB_NAME`.
 pub const DB_NAME: Setting<String> = Setting::text(EnvVar::required(
     "DB_NAME",
     "the database name, e.g. cloudmart-db",
     "Database name (the embedded store's file name; the MongoDB database)",
 ));
-/// `DATA_DIR`.
 pub const DATA_DIR: Setting<PathBuf> = Setting::parsed(EnvVar::with_default(
     "DATA_DIR",
     "data",
     "a writable directory",
     "Directory of the embedded store's data file",
 ));
-/// `DB_MAX_INFLIGHT`.
 pub const DB_MAX_INFLIGHT: Setting<usize> = Setting::<usize>::whole(
     EnvVar::with_default(
         "DB_MAX_INFLIGHT",
@@ -75,7 +71,6 @@ pub const DB_MAX_INFLIGHT: Setting<usize> = Setting::<usize>::whole(
     100_000,
 );
 
-/// `DB_QUEUE_TIMEOUT_MS`.
 pub const DB_QUEUE_TIMEOUT_MS: Setting<std::time::Duration> = Setting::millis(
     EnvVar::with_default(
         "DB_QUEUE_TIMEOUT_MS",
@@ -87,7 +82,7 @@ pub const DB_QUEUE_TIMEOUT_MS: Setting<std::time::Duration> = Setting::millis(
     60_000,
 );
 
-/// Configuration.
+/// Everything this service reads from its environment, once, at startup.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Listener and timeouts.

@@ -43,7 +43,6 @@ mod errors;
 
 use errors::{classify, is_duplicate_key, record_error};
 
-/// `MONGODB_URI`.
 pub const MONGODB_URI: Setting<String> = Setting::text(
     EnvVar::optional(
         "MONGODB_URI",
@@ -53,7 +52,6 @@ pub const MONGODB_URI: Setting<String> = Setting::text(
     // It may hold a password.
     .secret(),
 );
-/// `MONGO_MAX_POOL_SIZE`.
 pub const MONGO_MAX_POOL_SIZE: Setting<u32> = Setting::<u32>::whole(
     EnvVar::with_default(
         "MONGO_MAX_POOL_SIZE",
@@ -64,7 +62,6 @@ pub const MONGO_MAX_POOL_SIZE: Setting<u32> = Setting::<u32>::whole(
     1,
     1000,
 );
-/// `MONGO_CONNECT_TIMEOUT_MS`.
 pub const MONGO_CONNECT_TIMEOUT_MS: Setting<Duration> = Setting::millis(
     EnvVar::with_default(
         "MONGO_CONNECT_TIMEOUT_MS",

@@ -32,7 +32,6 @@ pub struct Manifests {
 pub struct Object<'a> {
     /// The document.
     pub doc: &'a Document,
-    /// `kind`.
     pub kind: &'a str,
     /// `metadata.name`.
     pub name: &'a str,
@@ -57,9 +56,7 @@ impl Object<'_> {
 pub struct Container<'a> {
     /// Its node in the pod spec.
     pub node: &'a Node,
-    /// `name`.
     pub name: &'a str,
-    /// `image`.
     pub image: &'a str,
 }
 

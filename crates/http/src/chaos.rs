@@ -18,7 +18,6 @@ use crate::error::ApiError;
 use crate::metrics::Registry;
 use cloudmart_config::{EnvReader, EnvVar, Setting};
 
-/// `CHAOS_FAILURE_RATE`.
 pub const CHAOS_FAILURE_RATE: Setting<f64> = Setting::number(
     EnvVar::with_default(
         "CHAOS_FAILURE_RATE",
@@ -29,7 +28,6 @@ pub const CHAOS_FAILURE_RATE: Setting<f64> = Setting::number(
     0.0,
     1.0,
 );
-/// `CHAOS_LATENCY_MS`.
 pub const CHAOS_LATENCY_MS: Setting<Duration> = Setting::millis(
     EnvVar::with_default(
         "CHAOS_LATENCY_MS",

@@ -19,7 +19,6 @@ use crate::metrics::ClientMetrics;
 use cloudmart_config::{EnvReader, EnvVar, Setting};
 use cloudmart_retry::{Attempt, Backoff, parse_retry_after, retry};
 
-/// `HTTP_CONNECT_TIMEOUT_MS`.
 pub const HTTP_CONNECT_TIMEOUT_MS: Setting<Duration> = Setting::millis(
     EnvVar::with_default(
         "HTTP_CONNECT_TIMEOUT_MS",
@@ -30,7 +29,6 @@ pub const HTTP_CONNECT_TIMEOUT_MS: Setting<Duration> = Setting::millis(
     1,
     60_000,
 );
-/// `HTTP_TIMEOUT_MS`.
 pub const HTTP_TIMEOUT_MS: Setting<Duration> = Setting::millis(
     EnvVar::with_default(
         "HTTP_TIMEOUT_MS",

@@ -30,14 +30,12 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use cloudmart_config::{EnvReader, EnvVar, Setting};
 
-/// `HOST`.
 pub const HOST: Setting<std::net::IpAddr> = Setting::parsed(EnvVar::with_default(
     "HOST",
     "0.0.0.0",
     "an IP address",
     "Address the HTTP server binds to",
 ));
-/// `REQUEST_TIMEOUT_MS`.
 pub const REQUEST_TIMEOUT_MS: Setting<Duration> = Setting::millis(
     EnvVar::with_default(
         "REQUEST_TIMEOUT_MS",
@@ -48,7 +46,6 @@ pub const REQUEST_TIMEOUT_MS: Setting<Duration> = Setting::millis(
     1,
     300_000,
 );
-/// `SHUTDOWN_DRAIN_MS`.
 pub const SHUTDOWN_DRAIN_MS: Setting<Duration> = Setting::millis(
     EnvVar::with_default(
         "SHUTDOWN_DRAIN_MS",

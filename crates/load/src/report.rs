@@ -204,7 +204,7 @@ fn status_table(statuses: &BTreeMap<Outcome, u64>) -> BTreeMap<String, u64> {
 pub struct LatencySummary {
     /// Samples in the histogram.
     pub count: u64,
-    /// Median.
+    /// 50th percentile.
     pub p50: f64,
     /// 90th percentile.
     pub p90: f64,

@@ -207,7 +207,7 @@ impl NewOrder {
 /// A stored order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
-    /// Id.
+    /// A UUIDv7, so ids sort by creation time.
     pub id: String,
     /// Who placed it.
     pub customer: String,

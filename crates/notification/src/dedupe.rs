@@ -25,7 +25,6 @@ use std::time::Duration;
 use cloudmart_config::{EnvReader, EnvVar, Setting};
 use cloudmart_redis::{Redis, RedisUrl};
 
-/// `REDIS_URL`.
 pub const REDIS_URL: Setting<RedisUrl> = Setting::with(
     EnvVar::optional(
         "REDIS_URL",
@@ -36,7 +35,6 @@ pub const REDIS_URL: Setting<RedisUrl> = Setting::with(
     .secret(),
     RedisUrl::parse,
 );
-/// `REDIS_TIMEOUT_MS`.
 pub const REDIS_TIMEOUT_MS: Setting<Duration> = Setting::millis(
     EnvVar::with_default(
         "REDIS_TIMEOUT_MS",
@@ -47,7 +45,6 @@ pub const REDIS_TIMEOUT_MS: Setting<Duration> = Setting::millis(
     1,
     5000,
 );
-/// `NOTIFY_DEDUPE_TTL_SECS`.
 pub const NOTIFY_DEDUPE_TTL_SECS: Setting<Duration> = Setting::secs(
     EnvVar::with_default(
         "NOTIFY_DEDUPE_TTL_SECS",

@@ -51,9 +51,7 @@ use crate::dedupe::{Claim, DedupeConfig, Durable};
 
 /// The binary and image name.
 pub const NAME: &str = "notification-service";
-/// `PORT`.
 pub const PORT: Setting<u16> = port("3000");
-/// `NOTIFY_HISTORY`.
 pub const NOTIFY_HISTORY: Setting<usize> = Setting::<usize>::whole(
     EnvVar::with_default(
         "NOTIFY_HISTORY",
@@ -64,7 +62,6 @@ pub const NOTIFY_HISTORY: Setting<usize> = Setting::<usize>::whole(
     1,
     100_000,
 );
-/// `NOTIFY_PREFETCH`.
 pub const NOTIFY_PREFETCH: Setting<u16> = Setting::<u16>::whole(
     EnvVar::with_default(
         "NOTIFY_PREFETCH",
@@ -75,7 +72,6 @@ pub const NOTIFY_PREFETCH: Setting<u16> = Setting::<u16>::whole(
     1,
     10_000,
 );
-/// `NOTIFY_MAX_ATTEMPTS`.
 pub const NOTIFY_MAX_ATTEMPTS: Setting<u32> = Setting::<u32>::whole(
     EnvVar::with_default(
         "NOTIFY_MAX_ATTEMPTS",
@@ -86,7 +82,6 @@ pub const NOTIFY_MAX_ATTEMPTS: Setting<u32> = Setting::<u32>::whole(
     1,
     100,
 );
-/// `NOTIFY_DELAY_MS`.
 pub const NOTIFY_DELAY_MS: Setting<Duration> = Setting::millis(
     EnvVar::with_default(
         "NOTIFY_DELAY_MS",
@@ -98,7 +93,7 @@ pub const NOTIFY_DELAY_MS: Setting<Duration> = Setting::millis(
     60_000,
 );
 
-/// Configuration.
+/// Everything this service reads from its environment, once, at startup.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Listener and timeouts.

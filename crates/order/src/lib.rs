@@ -52,23 +52,19 @@ use crate::relay::Relay;
 
 /// The binary and image name.
 pub const NAME: &str = "order-service";
-/// `PORT`.
 pub const PORT: Setting<u16> = port("3000");
-/// `DATABASE_URL`.
 pub const DATABASE_URL: Setting<String> = Setting::url(EnvVar::with_default(
     "DATABASE_URL",
     "http://database-service:8080",
     "an http:// URL such as http://database-service:8080",
     "Base URL of database-service",
 ));
-/// `NOTIFICATION_URL`.
 pub const NOTIFICATION_URL: Setting<String> = Setting::url(EnvVar::with_default(
     "NOTIFICATION_URL",
     "http://notification-service:3000",
     "an http:// URL such as http://notification-service:3000",
     "Base URL of notification-service (HTTP mode, when AMQP_URL is unset)",
 ));
-/// `RELAY_INTERVAL_MS`.
 pub const RELAY_INTERVAL_MS: Setting<Duration> = Setting::millis(
     EnvVar::with_default(
         "RELAY_INTERVAL_MS",
@@ -79,7 +75,6 @@ pub const RELAY_INTERVAL_MS: Setting<Duration> = Setting::millis(
     10,
     60_000,
 );
-/// `RELAY_MIN_AGE_MS`.
 pub const RELAY_MIN_AGE_MS: Setting<Duration> = Setting::millis(
     EnvVar::with_default(
         "RELAY_MIN_AGE_MS",
@@ -90,7 +85,6 @@ pub const RELAY_MIN_AGE_MS: Setting<Duration> = Setting::millis(
     0,
     3_600_000,
 );
-/// `RELAY_BATCH`.
 pub const RELAY_BATCH: Setting<usize> = Setting::<usize>::whole(
     EnvVar::with_default(
         "RELAY_BATCH",
@@ -102,14 +96,14 @@ pub const RELAY_BATCH: Setting<usize> = Setting::<usize>::whole(
     1000,
 );
 
-/// Configuration.
+/// Everything this service reads from its environment, once, at startup.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Listener and timeouts.
     pub server: ServerConfig,
-    /// database-service.
+    /// Where database-service answers (`DATABASE_URL`).
     pub database_url: String,
-    /// notification-service.
+    /// Where notification-service answers (`NOTIFICATION_URL`).
     pub notification_url: String,
     /// Outbound timeouts.
     pub client: ClientConfig,

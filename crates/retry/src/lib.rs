@@ -281,7 +281,6 @@ pub const RETRY_MAX_ATTEMPTS: Setting<u32> = Setting::<u32>::whole(
     0,
     u32::MAX,
 );
-/// `RETRY_BASE_DELAY_MS`.
 pub const RETRY_BASE_DELAY_MS: Setting<Duration> = Setting::millis(
     EnvVar::with_default(
         "RETRY_BASE_DELAY_MS",
@@ -292,7 +291,6 @@ pub const RETRY_BASE_DELAY_MS: Setting<Duration> = Setting::millis(
     0,
     u64::MAX,
 );
-/// `RETRY_MAX_DELAY_MS`.
 pub const RETRY_MAX_DELAY_MS: Setting<Duration> = Setting::millis(
     EnvVar::with_default(
         "RETRY_MAX_DELAY_MS",

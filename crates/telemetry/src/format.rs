@@ -9,7 +9,6 @@ use serde_json::{Map, Value};
 
 use cloudmart_config::{EnvVar, Setting};
 
-/// `LOG_FORMAT`.
 pub const LOG_FORMAT: Setting<LogFormat> = Setting::with(
     EnvVar::optional(
         "LOG_FORMAT",

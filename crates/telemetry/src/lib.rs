@@ -54,19 +54,16 @@ pub use propagation::{extract, extract_map, inject, inject_map, trace_id, tracep
 use export::tracer_provider;
 use line::{LineFormat, ServiceFieldLayer};
 
-/// `OTEL_EXPORTER_OTLP_ENDPOINT`.
 pub const OTEL_EXPORTER_OTLP_ENDPOINT: Setting<String> = Setting::text(EnvVar::optional(
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "an http:// URL of an OTLP/HTTP collector",
     "Where spans are exported (OTLP over HTTP); unset means no export",
 ));
-/// `OTEL_SERVICE_NAME`.
 pub const OTEL_SERVICE_NAME: Setting<String> = Setting::text(EnvVar::optional(
     "OTEL_SERVICE_NAME",
     "a service name",
     "Service name on spans and log lines; defaults to the binary's name",
 ));
-/// `RUST_LOG`.
 pub const RUST_LOG: Setting<String> = Setting::with(
     EnvVar::with_default(
         "RUST_LOG",

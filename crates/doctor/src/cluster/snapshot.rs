@@ -40,26 +40,18 @@ pub struct EndpointCount {
 pub struct Snapshot {
     /// The namespace read.
     pub namespace: String,
-    /// Deployments.
     pub deployments: Vec<Deployment>,
-    /// StatefulSets.
     pub stateful_sets: Vec<StatefulSet>,
-    /// DaemonSets.
     pub daemon_sets: Vec<DaemonSet>,
     /// ReplicaSets, to find the Deployment that owns a pod.
     pub replica_sets: Vec<ReplicaSet>,
-    /// Services.
     pub services: Vec<Service>,
-    /// ConfigMaps.
     pub config_maps: Vec<ConfigMap>,
     /// Secrets: read so that a container's environment resolves as the
     /// kubelet resolves it; their values are never printed.
     pub secrets: Vec<Secret>,
-    /// PersistentVolumeClaims.
     pub claims: Vec<PersistentVolumeClaim>,
-    /// Ingresses.
     pub ingresses: Vec<Ingress>,
-    /// Pods.
     pub pods: Vec<Pod>,
     /// Events (`core/v1`).
     pub events: Vec<Event>,
