@@ -659,25 +659,19 @@ pub struct ReasonLabels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cloudmart_config::env_of;
     use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
     use std::sync::atomic::{AtomicU32, Ordering};
     use tracing_subscriber::layer::SubscriberExt;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
     #[test]
     fn unset_url_means_http_mode_and_names_derive_from_the_defaults() {
-        let e = env(&[]);
+        let e = env_of(&[]);
         let mut r = EnvReader::new(&e);
         assert_eq!(AmqpConfig::from_env(&mut r), None);
         r.finish().unwrap();
 
-        let e = env(&[("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")]);
+        let e = env_of(&[("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")]);
         let mut r = EnvReader::new(&e);
         let c = AmqpConfig::from_env(&mut r).unwrap();
         r.finish().unwrap();
@@ -691,7 +685,7 @@ mod tests {
 
     #[test]
     fn config_errors_name_every_variable_and_never_the_password() {
-        let e = env(&[
+        let e = env_of(&[
             ("AMQP_URL", "http://user:hunter2@rabbitmq:5672/"),
             ("AMQP_EXCHANGE", "amq.orders"),
             ("AMQP_QUEUE", "no spaces"),

@@ -362,6 +362,15 @@ pub fn markdown_table(vars: &[EnvVar]) -> String {
     out
 }
 
+/// An environment holding exactly `pairs`: what tests pass where a service
+/// would read the process's own.
+pub fn env_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,16 +393,9 @@ mod tests {
         |_| Err("too short".to_owned()),
     );
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
     #[test]
     fn every_problem_is_reported_in_one_line() {
-        let e = env(&[("RATE", "2"), ("URL", "database:8080")]);
+        let e = env_of(&[("RATE", "2"), ("URL", "database:8080")]);
         let mut r = EnvReader::new(&e);
         assert_eq!(r.required(&NAME), "");
         assert_eq!(r.get(&RATE), 0.0, "the default stands in");
@@ -409,7 +411,7 @@ mod tests {
 
     #[test]
     fn defaults_apply_and_empty_counts_as_unset() {
-        let e = env(&[("RATE", " "), ("DB_NAME", "cloudmart")]);
+        let e = env_of(&[("RATE", " "), ("DB_NAME", "cloudmart")]);
         let mut r = EnvReader::new(&e);
         assert_eq!(r.get(&RATE), 0.0);
         assert_eq!(r.required(&NAME), "cloudmart");
@@ -420,7 +422,7 @@ mod tests {
 
     #[test]
     fn secret_values_are_never_echoed() {
-        let e = env(&[("SECRET", "hunter2")]);
+        let e = env_of(&[("SECRET", "hunter2")]);
         let mut r = EnvReader::new(&e);
         assert_eq!(r.optional(&SECRET), None);
         let line = r.finish().unwrap_err().to_string();
@@ -448,14 +450,14 @@ mod tests {
     #[test]
     #[should_panic(expected = "DB_NAME declares no default")]
     fn reading_a_required_setting_as_defaulted_is_a_declaration_bug() {
-        let empty = env(&[]);
+        let empty = env_of(&[]);
         let mut r = EnvReader::new(&empty);
         r.get(&NAME);
     }
 
     #[test]
     fn layered_overrides_win() {
-        let base = env(&[("A", "1"), ("B", "2")]);
+        let base = env_of(&[("A", "1"), ("B", "2")]);
         let layered = Layered::new(&base).set("A", "9");
         assert_eq!(layered.var("A").as_deref(), Some("9"));
         assert_eq!(layered.var("B").as_deref(), Some("2"));

@@ -384,6 +384,7 @@ impl Service for Application {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cloudmart_config::env_of;
 
     #[test]
     fn reads_only_the_settings_it_declares() {
@@ -398,16 +399,9 @@ mod tests {
         }
     }
 
-    fn env(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
     #[test]
     fn without_amqp_url_it_serves_http_only_with_default_settings() {
-        let c = Config::from_env(&env(&[])).unwrap();
+        let c = Config::from_env(&env_of(&[])).unwrap();
         assert!(c.amqp.is_none());
         assert_eq!((c.prefetch, c.max_attempts), (16, 5));
         assert_eq!(c.delay, Duration::ZERO);
@@ -415,7 +409,7 @@ mod tests {
 
     #[test]
     fn bad_consumer_settings_name_every_variable() {
-        let e = env(&[
+        let e = env_of(&[
             ("AMQP_URL", "ftp://guest:hunter2@rabbitmq"),
             ("NOTIFY_PREFETCH", "0"),
             ("NOTIFY_MAX_ATTEMPTS", "many"),

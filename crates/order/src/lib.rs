@@ -366,23 +366,16 @@ impl Service for Application {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use cloudmart_config::env_of;
 
     #[test]
     fn reads_only_the_settings_it_declares() {
         cloudmart_run::check_settings::<Application>();
     }
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
     #[test]
     fn without_amqp_url_it_notifies_over_http_with_the_default_relay() {
-        let c = Config::from_env(&env(&[])).unwrap();
+        let c = Config::from_env(&env_of(&[])).unwrap();
         assert!(c.amqp.is_none());
         assert_eq!(c.relay_interval, Duration::from_millis(1000));
         assert_eq!(c.relay_min_age, Duration::from_millis(2000));
@@ -391,7 +384,7 @@ mod tests {
 
     #[test]
     fn amqp_mode_reads_the_broker_and_its_names() {
-        let c = Config::from_env(&env(&[
+        let c = Config::from_env(&env_of(&[
             ("AMQP_URL", "amqp://guest:hunter2@rabbitmq:5672/%2f"),
             ("AMQP_EXCHANGE", "shop.orders"),
         ]))
@@ -404,7 +397,7 @@ mod tests {
 
     #[test]
     fn bad_relay_settings_name_every_variable() {
-        let line = Config::from_env(&env(&[
+        let line = Config::from_env(&env_of(&[
             ("RELAY_INTERVAL_MS", "5"),
             ("RELAY_MIN_AGE_MS", "soon"),
             ("RELAY_BATCH", "5000"),
