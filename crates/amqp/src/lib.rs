@@ -383,11 +383,10 @@ pub fn set_remote_parent(
     headers: Option<&FieldTable>,
     service: &'static str,
 ) {
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let _ = span.set_parent(cloudmart_telemetry::in_service(
-        trace_context(headers),
-        service,
-    ));
+    cloudmart_telemetry::set_parent(
+        span,
+        cloudmart_telemetry::in_service(trace_context(headers), service),
+    );
 }
 
 /// Failed attempts recorded in `x-attempts`; absent or unreadable is 0.

@@ -23,7 +23,6 @@ use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::error::{BODY_LIMIT_BYTES, json_errors, not_found};
 use crate::health::Health;
@@ -208,7 +207,7 @@ async fn observe(State(obs): State<Observer>, req: Request, next: Next) -> Respo
     } else {
         parent
     };
-    let _ = span.set_parent(parent);
+    cloudmart_telemetry::set_parent(&span, parent);
 
     let mut response = next.run(req).instrument(span.clone()).await;
 

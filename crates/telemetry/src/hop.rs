@@ -5,7 +5,6 @@ use http::HeaderMap;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{Sampler, SamplingDecision, SamplingResult, ShouldSample};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The service a hop's spans belong to, carried in the OpenTelemetry context
 /// from the hop's first span to every span started under it.
@@ -33,13 +32,13 @@ pub fn root_in_service(service: &'static str) -> Context {
 /// Makes `span` (created with `parent: None`, not yet entered) the root of
 /// a new trace whose spans are `service`'s.
 pub fn begin_trace(span: &tracing::Span, service: &'static str) {
-    let _ = span.set_parent(root_in_service(service));
+    crate::set_parent(span, root_in_service(service));
 }
 
 /// Like [`begin_trace`], but nothing under `span` is exported: for
 /// background polling that would otherwise add a trace every interval.
 pub fn begin_untraced(span: &tracing::Span, service: &'static str) {
-    let _ = span.set_parent(untraced(root_in_service(service)));
+    crate::set_parent(span, untraced(root_in_service(service)));
 }
 
 /// Marks a context whose spans are not exported: probe and scrape traffic

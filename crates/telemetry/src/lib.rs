@@ -41,6 +41,7 @@ use cloudmart_config::{Env, EnvReader, EnvVar, FromEnv, Setting};
 mod export;
 mod format;
 mod hop;
+mod ids;
 mod line;
 mod propagation;
 #[cfg(test)]
@@ -49,9 +50,11 @@ mod warn;
 
 pub use format::{LOG_FORMAT, LogFormat};
 pub use hop::{begin_trace, begin_untraced, in_service, root_in_service, server_parent, untraced};
+pub use ids::set_parent;
 pub use propagation::{extract, extract_map, inject, inject_map, trace_id, traceparent};
 
 use export::tracer_provider;
+use ids::IdLayer;
 use line::{LineFormat, ServiceFieldLayer};
 
 pub const OTEL_EXPORTER_OTLP_ENDPOINT: Setting<String> = Setting::text(EnvVar::optional(
@@ -251,13 +254,20 @@ where
     let traced = Targets::new()
         .with_default(LevelFilter::INFO)
         .with_target("opentelemetry", LevelFilter::OFF);
+    // OpenTelemetry spans only when they leave the process; otherwise each
+    // span gets its ids and nothing more (ids.rs).
+    let (otel, ids) = if endpoint.is_some() {
+        let otel = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(traced);
+        (Some(otel), None)
+    } else {
+        (None, Some(IdLayer.with_filter(traced)))
+    };
     let subscriber = tracing_subscriber::registry()
         .with(services)
-        .with(
-            tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                .with_filter(traced),
-        )
+        .with(otel)
+        .with(ids)
         .with(fmt_layer.with_filter(filter));
     Ok((
         subscriber,

@@ -138,8 +138,10 @@ where
             let ids: Vec<tracing::span::Id> = scope.map(|s| s.id()).collect();
             let nearest = |d: &tracing::Dispatch| {
                 ids.iter().find_map(|id| {
-                    let cx = tracing_opentelemetry::get_otel_context(id, d)?;
-                    let sc = cx.span().span_context().clone();
+                    let sc = crate::ids::ids_of(id, d).or_else(|| {
+                        let cx = tracing_opentelemetry::get_otel_context(id, d)?;
+                        Some(cx.span().span_context().clone())
+                    })?;
                     sc.is_valid().then_some(sc)
                 })
             };

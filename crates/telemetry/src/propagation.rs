@@ -8,7 +8,6 @@ use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub(crate) fn propagator() -> &'static TraceContextPropagator {
     static PROPAGATOR: OnceLock<TraceContextPropagator> = OnceLock::new();
@@ -47,14 +46,14 @@ pub fn extract(headers: &HeaderMap) -> Context {
 
 /// Writes `traceparent` for `span` into `headers`.
 pub fn inject(span: &tracing::Span, headers: &mut HeaderMap) {
-    propagator().inject_context(&span.context(), &mut HeaderInjector(headers));
+    propagator().inject_context(&crate::ids::context_of(span), &mut HeaderInjector(headers));
 }
 
 /// The trace context of `span` as string pairs, for carriers that are not
 /// HTTP headers (AMQP message headers).
 pub fn inject_map(span: &tracing::Span) -> HashMap<String, String> {
     let mut map = HashMap::new();
-    propagator().inject_context(&span.context(), &mut map);
+    propagator().inject_context(&crate::ids::context_of(span), &mut map);
     map
 }
 
@@ -75,7 +74,7 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
 
 /// The trace id of `span` as 32 hex digits.
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
-    let cx = span.context();
+    let cx = crate::ids::context_of(span);
     let sc = cx.span().span_context().clone();
     sc.is_valid().then(|| sc.trace_id().to_string())
 }
