@@ -48,6 +48,10 @@ manifests: ## Render and schema-check k8s/, k8s-broken/, observability; parse co
 bench: ## Release build; export off/on at 1000 orders/s, then the goals table (CPU/order, wrk, RabbitMQ+Redis p99, gateway vs nginx, RSS, cold builds, spans); fault 7; images; the soak (BENCH_SOAK=0 skips it)
 	scripts/bench.sh
 
+.PHONY: profile
+profile: ## perf on one service under the bench's closed loop (PROFILE_SERVICE=api-service, PROFILE_SECONDS=10); prints the top symbols
+	scripts/profile.sh
+
 .PHONY: bench-cold
 bench-cold: ## Time a cold `make run` to its first answer (WHAT=test: all of `make test`) and record it in docs/bench/builds.txt
 	scripts/bench-cold.sh $(or $(WHAT),run)
