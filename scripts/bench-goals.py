@@ -168,8 +168,10 @@ else:
     busy = {n: r["cpu_ms"] / r["wall_ms"] for n, r in (("gateway", g), ("nginx", x)) if r.get("wall_ms")}
     notes.append("proxy's core busy: " + ", ".join(f"{n} {b:.0%}" for n, b in busy.items())
                  + f"; p99 gateway {g['p99']:.2f} ms, nginx {x['p99']:.2f} ms")
-    if any(b < 0.9 for b in busy.values()):
-        notes.append("  a proxy under 90% of its core was not saturated: core 1 (upstream + wrk) limited it")
+    for n, b in busy.items():
+        if b < 0.9:
+            notes.append(f"  {n} used {b:.0%} of core 0: not saturated; core 1 (upstream + wrk) or another process"
+                         f" on core 0 held it back, so {n}'s req/s is a floor")
 
 # RSS after the saturation.
 sat_rss = table("sat.rss")
