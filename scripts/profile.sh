@@ -139,10 +139,10 @@ echo
 echo "by binary or library (self time):"
 # awk, not head: head would close the pipe early and perf die of SIGPIPE.
 report() { perf report -i "$data" --stdio --no-children -g none "$@" 2>/dev/null | awk -v n="$top" '!/^#/ && NF && c++ < n'; }
-report --sort dso --fields overhead,dso --percent-limit 1
+report --fields overhead,dso --percent-limit 1
 echo
 echo "top $top symbols by self time (perf report --no-children):"
-report --sort dso,symbol --fields overhead,dso,sym
+report --fields overhead,dso,sym
 echo
 echo "perf.data: $data"
 echo "  perf report -i $data --no-children        (interactive; -g caller for the chains)"
