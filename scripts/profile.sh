@@ -135,6 +135,12 @@ if [ -s "$work/load.txt" ]; then
   awk '/^RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); r[kv[1]] = kv[2] }
                    printf "load: %.0f orders/s over the whole run, %d 4xx/5xx, p99 %.1f ms\n", r["requests"] / r["secs"], r["status_errors"], r["p99"] }' "$work/load.txt"
 fi
+event=$(perf evlist -i "$data" 2>/dev/null | head -n 1) || true
+echo "perf event: ${event:-unknown}"
+if [[ $event == cpu-clock* ]]; then
+  echo "  (no hardware counters here, so a timer samples: the kernel's samples land where it re-enables"
+  echo "  interrupts, e.g. finish_task_switch after a park; read them as scheduling, not as those functions)"
+fi
 echo
 echo "by binary or library (self time):"
 # awk, not head: head would close the pipe early and perf die of SIGPIPE.
