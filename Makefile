@@ -45,8 +45,16 @@ lint: ## cargo fmt --check and clippy with -D warnings
 manifests: ## Render and schema-check k8s/, k8s-broken/, observability; parse compose; shellcheck
 	scripts/check-manifests.sh
 
-bench: ## Release build; RSS, CPU, p50/p99 at 200 orders/s with span export off and on; fault 7 storm; image build times; the soak (BENCH_SOAK=0 skips it)
+bench: ## Release build; export off/on at 1000 orders/s, then the goals table (CPU/order, wrk, RabbitMQ+Redis p99, gateway vs nginx, RSS, cold builds, spans); fault 7; images; the soak (BENCH_SOAK=0 skips it)
 	scripts/bench.sh
+
+.PHONY: profile
+profile: ## perf on one service under the bench's closed loop (PROFILE_SERVICE=api-service, PROFILE_SECONDS=10); prints the top symbols
+	scripts/profile.sh
+
+.PHONY: bench-cold
+bench-cold: ## Time a cold `make run` to its first answer (WHAT=test: all of `make test`) and record it in docs/bench/builds.txt
+	scripts/bench-cold.sh $(or $(WHAT),run)
 
 .PHONY: soak
 soak: ## 100 orders/s for 10 min against MongoDB, RabbitMQ, Redis; RSS per service each minute, slope, flat or not (SOAK_SECS, SOAK_RATE)

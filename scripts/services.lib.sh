@@ -6,13 +6,15 @@
 # The caller sets: bin (the binaries' directory), work (a temp dir for the
 # logs), pids (an array the started pids are added to) and service_env (an
 # array of VAR=value given to every service, e.g. the real servers' URLs).
+# It may set service_prefix, a command the binary is run under (e.g.
+# `taskset -c 0`).
 
 # start_service NAME PORT BINARY [VAR=value...]: starts BINARY with only the
 # given environment, sets pid_<name>, and waits up to 10 s for /health.
 start_service() {
   local name=$1 port=$2 binary=$3; shift 3
   env -i PATH="$PATH" HOST=127.0.0.1 PORT="$port" "${service_env[@]}" "$@" \
-    "$bin/$binary" >"$work/$name.log" 2>&1 &
+    ${service_prefix[@]+"${service_prefix[@]}"} "$bin/$binary" >"$work/$name.log" 2>&1 &
   pids+=("$!")
   eval "pid_${name//-/_}=$!"
   for _ in $(seq 1 200); do
