@@ -46,11 +46,27 @@ need_tools() {
 # The nginx binary (Debian puts it in /usr/sbin, which a user's PATH may lack).
 nginx_bin() { command -v nginx 2>/dev/null || echo /usr/sbin/nginx; }
 
+# wrk's summary: one RESULT line that result_field reads.
+summary_lua() {
+  cat <<'LUA'
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT requests=%d secs=%.3f status_errors=%d connect=%d read=%d write=%d timeout=%d p50=%.3f p99=%.3f\n",
+    summary.requests, summary.duration / 1e6, e.status, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+LUA
+}
+
+# A wrk script that only prints the summary, for GET runs.
+write_summary_lua() { summary_lua >"$1"; }
+
 # wrk's request: POST /api/orders with the body `cloudmart load` sends and
 # a fresh Idempotency-Key each time (thread number, then a counter), so
-# every request is a new order, as in the open-loop runs.
+# every request is a new order, as in the open-loop runs; then the summary.
 write_orders_lua() {
-  cat >"$1" <<'LUA'
+  {
+    cat <<'LUA'
 local threads = 0
 function setup(thread)
   threads = threads + 1
@@ -64,25 +80,9 @@ function request()
     ["Idempotency-Key"] = string.format("wrk-%d-%d-%d", os.time(), tag or 0, counter),
   }, string.format('{"item":"item-%d","quantity":1}', counter % 100))
 end
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT requests=%d secs=%.3f status_errors=%d connect=%d read=%d write=%d timeout=%d p50=%.3f p99=%.3f\n",
-    summary.requests, summary.duration / 1e6, e.status, e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
-end
 LUA
-}
-
-# The same, for GET: only the summary line.
-write_summary_lua() {
-  cat >"$1" <<'LUA'
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT requests=%d secs=%.3f status_errors=%d connect=%d read=%d write=%d timeout=%d p50=%.3f p99=%.3f\n",
-    summary.requests, summary.duration / 1e6, e.status, e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
-end
-LUA
+    summary_lua
+  } >"$1"
 }
 
 # result_field FILE NAME: NAME's value on wrk's RESULT line in FILE.
