@@ -19,7 +19,7 @@ use tracing::{Dispatch, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Registry;
 use tracing_subscriber::layer::{Context as LayerContext, Layer};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{Extensions, LookupSpan};
 
 use crate::hop::Untraced;
 
@@ -49,10 +49,7 @@ where
         };
         // The nearest traced ancestor: a span this layer's filter left out
         // (a DEBUG span) passes its parent's trace on.
-        let inherited = parent.and_then(|p| {
-            p.scope()
-                .find_map(|s| s.extensions().get::<Ids>().map(|i| i.0.clone()))
-        });
+        let inherited = parent.and_then(|p| p.scope().find_map(|s| ids_in(&s.extensions())));
         let ids = match inherited {
             Some(p) => SpanContext::new(
                 p.trace_id(),
@@ -114,12 +111,16 @@ fn child_of(cx: &Context, span_id: SpanId) -> SpanContext {
     ids
 }
 
+/// The ids [`IdLayer`] keeps in a span's extensions, if it gave it any.
+pub(crate) fn ids_in(ext: &Extensions<'_>) -> Option<SpanContext> {
+    ext.get::<Ids>().map(|i| i.0.clone())
+}
+
 /// The ids [`IdLayer`] gave the span `id`, if that layer is installed.
 pub(crate) fn ids_of(id: &Id, dispatch: &Dispatch) -> Option<SpanContext> {
     let registry = dispatch.downcast_ref::<Registry>()?;
     let span = registry.span(id)?;
-    let ext = span.extensions();
-    ext.get::<Ids>().map(|i| i.0.clone())
+    ids_in(&span.extensions())
 }
 
 /// Makes `span` (not yet entered) a child of the span `cx` carries, or the

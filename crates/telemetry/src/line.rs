@@ -97,14 +97,21 @@ where
         let mut service = None;
         let mut span_name = None;
         let mut leaf_id = None;
+        // The nearest span that is traced: a DEBUG span under RUST_LOG=debug
+        // is logged but not traced, and its lines carry its parent's ids.
+        let mut traced = None;
         if let Some(scope) = ctx.event_scope() {
             for span in scope {
                 if leaf_id.is_none() {
                     leaf_id = Some(span.id());
                     span_name = Some(span.name());
                 }
+                let ext = span.extensions();
                 if service.is_none() {
-                    service = span.extensions().get::<ServiceName>().map(|s| s.0.clone());
+                    service = ext.get::<ServiceName>().map(|s| s.0.clone());
+                }
+                if traced.is_none() {
+                    traced = crate::ids::ids_in(&ext);
                 }
             }
         }
@@ -130,29 +137,28 @@ where
         if let Some(name) = span_name {
             line.insert("span".into(), Value::String(name.to_owned()));
         }
-        // The nearest span that is traced: a DEBUG span under RUST_LOG=debug
-        // is logged but not traced, and its lines carry its parent's ids.
-        if leaf_id.is_some()
+        // Exporting, the ids live in the OpenTelemetry layer's data, which is
+        // reached through the dispatcher.
+        if traced.is_none()
+            && leaf_id.is_some()
             && let Some(scope) = ctx.event_scope()
         {
             let ids: Vec<tracing::span::Id> = scope.map(|s| s.id()).collect();
             let nearest = |d: &tracing::Dispatch| {
                 ids.iter().find_map(|id| {
-                    let sc = crate::ids::ids_of(id, d).or_else(|| {
-                        let cx = tracing_opentelemetry::get_otel_context(id, d)?;
-                        Some(cx.span().span_context().clone())
-                    })?;
+                    let cx = tracing_opentelemetry::get_otel_context(id, d)?;
+                    let sc = cx.span().span_context().clone();
                     sc.is_valid().then_some(sc)
                 })
             };
-            let found = match self.dispatch.get() {
+            traced = match self.dispatch.get() {
                 Some(d) => nearest(&d),
                 None => tracing::dispatcher::get_default(nearest),
             };
-            if let Some(sc) = found {
-                line.insert("trace_id".into(), Value::String(sc.trace_id().to_string()));
-                line.insert("span_id".into(), Value::String(sc.span_id().to_string()));
-            }
+        }
+        if let Some(sc) = traced {
+            line.insert("trace_id".into(), Value::String(sc.trace_id().to_string()));
+            line.insert("span_id".into(), Value::String(sc.span_id().to_string()));
         }
         let text = self.format.render(&line)?;
         writeln!(writer, "{text}")
