@@ -112,15 +112,9 @@ impl Health {
         }
     }
 
-    /// Runs every check: whether every required one passed, and each
-    /// check's `ok` or why not.
-    pub async fn readiness(&self) -> (bool, BTreeMap<String, String>) {
-        let (ok, _, checks) = self.states().await;
-        (ok, checks)
-    }
-
-    /// Like [`Health::readiness`], plus whether a check that is not
-    /// required failed (the service is degraded).
+    /// Runs every check: whether every required one passed, whether one
+    /// that is not required failed (degraded), and each check's `ok` or why
+    /// not.
     async fn states(&self) -> (bool, bool, BTreeMap<String, String>) {
         let results = join_all(self.checks.iter().map(|c| async move {
             let outcome = match tokio::time::timeout(CHECK_TIMEOUT, c.check()).await {
@@ -255,7 +249,7 @@ mod tests {
             true,
             Err("timed out".to_owned()),
         ))]);
-        let (ok, checks) = h.readiness().await;
+        let (ok, _, checks) = h.states().await;
         assert!(!ok);
         assert_eq!(checks["MongoDB"], "timed out");
     }
