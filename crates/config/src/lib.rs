@@ -109,14 +109,7 @@ impl EnvVar {
         expected: &'static str,
         meaning: &'static str,
     ) -> Self {
-        Self {
-            name,
-            default: Some(default),
-            required: false,
-            expected,
-            meaning,
-            secret: false,
-        }
+        Self::declare(name, Some(default), false, expected, meaning)
     }
 
     /// A variable that must be set.
@@ -125,14 +118,7 @@ impl EnvVar {
         expected: &'static str,
         meaning: &'static str,
     ) -> Self {
-        Self {
-            name,
-            default: None,
-            required: true,
-            expected,
-            meaning,
-            secret: false,
-        }
+        Self::declare(name, None, true, expected, meaning)
     }
 
     /// A variable whose absence switches a feature off.
@@ -141,10 +127,20 @@ impl EnvVar {
         expected: &'static str,
         meaning: &'static str,
     ) -> Self {
+        Self::declare(name, None, false, expected, meaning)
+    }
+
+    const fn declare(
+        name: &'static str,
+        default: Option<&'static str>,
+        required: bool,
+        expected: &'static str,
+        meaning: &'static str,
+    ) -> Self {
         Self {
             name,
-            default: None,
-            required: false,
+            default,
+            required,
             expected,
             meaning,
             secret: false,
